@@ -1,0 +1,90 @@
+"""A recipe: the ordered passes a conversion applies, from a TOML file or the equivalent CLI flags.
+
+    [[pass]]
+    name = "quantize-int8"
+    per_channel = true
+    calibrate = "minmax"
+    exclude = ["/sub_band/Conv"]
+
+Passes run in file order; each gets the calibration trials and returns a child artifact whose
+provenance records the pass and its parameters. Later passes (prune, clip, export) register here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.quantize import QuantizeInt8
+from edge.artifact import Artifact
+from edge.errors import PassError
+
+PASSES: dict[str, type] = {"quantize-int8": QuantizeInt8}
+QUANTIZE_MODES = {"int8": "quantize-int8"}
+
+
+def build_pass(name: str, params: dict[str, Any]) -> Any:
+    """Instantiate a registered pass, naming the parameter that is wrong if any."""
+    if name not in PASSES:
+        raise PassError(f"unknown pass '{name}'; known passes: {', '.join(sorted(PASSES))}.")
+    cls = PASSES[name]
+    allowed = {f.name for f in fields(cls)} - {"name"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise PassError(f"pass '{name}' has no parameter '{unknown[0]}'; it takes {', '.join(sorted(allowed))}.")
+    return cls(**params)
+
+
+def load_recipe(path: str | Path) -> list[Any]:
+    """Read a recipe TOML file into a list of passes."""
+    path = Path(path)
+    if not path.is_file():
+        raise PassError(f"recipe file '{path}' does not exist.")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PassError(f"recipe file '{path}' is not valid TOML ({exc}).") from None
+    steps = doc.get("pass", [])
+    if not isinstance(steps, list) or not steps:
+        raise PassError(f"recipe file '{path}' has no [[pass]] tables.")
+    passes = []
+    for step in steps:
+        params = dict(step)
+        name = params.pop("name", None)
+        if not name:
+            raise PassError(f"a [[pass]] in '{path}' has no name.")
+        passes.append(build_pass(name, params))
+    return passes
+
+
+def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calibrate: str = "minmax",
+                      per_channel: bool = True) -> list[Any]:
+    """The recipe the CLI flags describe."""
+    passes: list[Any] = []
+    if quantize:
+        if quantize not in QUANTIZE_MODES:
+            raise PassError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}; got '{quantize}'.")
+        passes.append(build_pass(QUANTIZE_MODES[quantize],
+                                 {"exclude": list(exclude), "calibrate": calibrate, "per_channel": per_channel}))
+    return passes
+
+
+def run_recipe(
+    artifact: Artifact,
+    passes: list[Any],
+    calibration: np.ndarray | None,
+    after_each: Callable[[Any, Artifact, Artifact], None] | None = None,
+) -> Artifact:
+    """Apply passes in order; ``after_each(pass, parent, child)`` checks each step (e.g. drift)."""
+    current = artifact
+    for step in passes:
+        child = step(current, calibration)
+        if after_each is not None:
+            after_each(step, current, child)
+        current = child
+    return current

@@ -1,0 +1,145 @@
+"""The ``edge`` command: a thin click layer that parses, calls one library function and prints."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge import __version__
+from edge.errors import EdgeError
+
+log = logging.getLogger("edge")
+
+
+class EdgeGroup(click.Group):
+    """Turns every toolkit error into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted.") from None
+
+
+@click.group(cls=EdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+@click.option("-q", "--quiet", count=True, help="Less log output.")
+def main(verbose: int, quiet: int) -> None:
+    """Put neural networks on edge hardware and prove they hold up there."""
+    level = logging.WARNING - 10 * verbose + 10 * quiet
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=max(level, logging.DEBUG))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@main.command()
+@click.argument("model")
+@json_option
+def inspect(model: str, as_json: bool) -> None:
+    """Show metadata, provenance, ops, parameters, size and MACs of MODEL (a file or zoo name)."""
+    from edge.inspection import describe, format_description
+
+    description = describe(model)
+    click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
+
+
+@main.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Converted model file.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Quantization scheme.")
+@click.option("--recipe", type=click.Path(dir_okay=False), help="TOML recipe of passes (instead of flags).")
+@click.option("--calib", "calibration", metavar="DATASPEC", help="Calibration data (default: the model's own).")
+@click.option("--calibrate", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="Activation range calibration.")
+@click.option("--exclude", multiple=True, metavar="NODE",
+              help="Keep this node in float (repeatable; default: the model's own keep-float list).")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
+@json_option
+def convert(model: str, output: str, quantize: str | None, recipe: str | None, calibration: str | None,
+            calibrate: str, exclude: tuple[str, ...], per_channel: bool, as_json: bool) -> None:
+    """Convert MODEL with an ordered recipe of passes and write it to OUTPUT.
+
+    After each pass the drift from its parent on the calibration data is printed.
+    """
+    from converters.recipe import load_recipe, recipe_from_flags
+    from edge.convert import convert as run_convert
+    from edge.models import resolve_model
+
+    if recipe and quantize:
+        raise click.UsageError("give either --recipe or --quantize, not both.")
+    if not exclude and quantize:
+        exclude = tuple(resolve_model(model)[1].meta.extra.get("keep_float", ()))
+    passes = load_recipe(recipe) if recipe else recipe_from_flags(quantize, exclude, calibrate, per_channel)
+
+    def report(name: str, drift: Any) -> None:
+        if not as_json:
+            click.echo(f"{name}: top-1 agreement {100 * drift.top1_agreement:.1f} %, cosine "
+                       f"{drift.cosine_similarity:.5f}, max abs error {drift.max_abs_error:.4g} "
+                       f"({drift.trials} calibration trials)")
+
+    child, drifts = run_convert(model, output, passes, calibration=calibration, on_pass=report)
+    if as_json:
+        click.echo(json.dumps({"output": output, "sha256": child.sha256,
+                               "drift": {name: vars(d) for name, d in drifts}}, indent=2))
+    else:
+        click.echo(f"wrote {output} ({Path(output).stat().st_size / 1024:.1f} KiB)")
+
+
+@main.command(name="eval")
+@click.argument("model")
+@click.option("--data", "data_spec", required=True, metavar="DATASPEC", help="Dataset spec, file or folder.")
+@click.option("--device", default="cpu", show_default=True, help="Target spec.")
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1), help="Timed runs at batch 1.")
+@click.option("--reference", metavar="MODEL", help="Report top-1 agreement with this model (e.g. the fp32 parent).")
+@click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where the run folder is created.")
+@click.option("--memory/--no-memory", default=True, show_default=True, help="Measure peak memory.")
+@json_option
+def eval_command(model: str, data_spec: str, device: str, runs: int, reference: str | None, out_dir: str,
+                 memory: bool, as_json: bool) -> None:
+    """Evaluate MODEL on DATASPEC: accuracy, ITR, confusion, latency, size and memory."""
+    from edge.evaluate import run_evaluation
+    from edge.report import format_table
+
+    results, folder = run_evaluation(model, data_spec, device=device, runs=runs, reference=reference,
+                                     out_dir=out_dir, measure_memory=memory)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        click.echo(format_table({Path(model).name: results}))
+        click.echo(f"results: {folder / 'results.json'}")
+
+
+@main.command()
+@click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where the run folder is created.")
+@click.option("--subjects", default="31-35", show_default=True, help="Held-out synthetic subjects.")
+@click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1), help="Timed runs at batch 1.")
+def demo(out_dir: str, subjects: str, runs: int) -> None:
+    """Reference SSVEP network on held-out synthetic subjects: fp32 vs int8 side by side."""
+    from edge.demo import run_demo
+
+    with click.progressbar(length=100, label="demo", show_eta=False) as bar:
+        state = {"done": 0}
+
+        def progress(fraction: float, label: str) -> None:
+            bar.label = label.ljust(28)
+            target = int(100 * fraction)
+            bar.update(target - state["done"])
+            state["done"] = target
+
+        table, folder = run_demo(out_dir=out_dir, subjects=subjects, runs=runs, progress=progress)
+    click.echo(table)
+    click.echo(f"run folder: {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""What ``edge inspect`` shows: metadata, provenance, op histogram, parameters, size and MACs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edge.models import resolve_model
+from edge.summary import summarize
+
+
+def describe(model: str | Path) -> dict[str, Any]:
+    """Everything known about a model file or zoo name, as a JSON-ready dict."""
+    path, artifact = resolve_model(model)
+    data = artifact.to_bytes()
+    summary = summarize(artifact.model, file_bytes=path.stat().st_size if path else len(data))
+    meta = dataclasses.asdict(artifact.meta)
+    return {
+        "path": str(path) if path else str(model),
+        "sha256": artifact.sha256,
+        "has_edge_metadata": any(p.key == "edge" for p in artifact.model.metadata_props),
+        "opset": {o.domain or "ai.onnx": o.version for o in artifact.model.opset_import},
+        "producer": f"{artifact.model.producer_name} {artifact.model.producer_version}".strip(),
+        "summary": summary.to_dict(),
+        "meta": meta,
+    }
+
+
+def format_description(description: dict[str, Any]) -> str:
+    """Readable text of ``describe``'s result."""
+    meta = description["meta"]
+    summary = description["summary"]
+    lines = [f"model      {description['path']}", f"sha256     {description['sha256']}"]
+    if not description["has_edge_metadata"]:
+        lines.append("metadata   none (plain ONNX); specs read from the graph")
+    lines.append(f"family     {meta['family']}  task {meta['task'].get('kind', meta['task'].get('type', '-'))}")
+    for kind in ("inputs", "outputs"):
+        for spec in meta[kind]:
+            layout = f"  layout {spec['layout']}" if spec.get("layout") else ""
+            lines.append(f"{kind[:-1]:<10} {spec['name']}  {spec['dtype']}{list(spec['shape'])}{layout}")
+    pre = meta["preprocessing"]
+    if pre.get("sample_rate"):
+        lines.append(
+            f"preprocess {pre['sample_rate']:g} Hz, {len(pre['channels'])} channels ({', '.join(pre['channels'])}), "
+            f"window {pre['window_s']} s after {pre['latency_s']} s latency, filter bank {pre['filter_bank']}"
+        )
+    if meta["labels"]:
+        shown = ", ".join(meta["labels"][:5]) + (", ..." if len(meta["labels"]) > 5 else "")
+        lines.append(f"labels     {len(meta['labels'])}: {shown}")
+    lines.append(f"size       {summary['file_bytes'] / 1024:.1f} KiB")
+    lines.append(f"parameters {summary['parameters']:,} ({summary['parameter_bytes'] / 1024:.1f} KiB)")
+    lines.append(f"MACs       {summary['macs'] / 1e6:.2f} M per inference (batch 1)")
+    lines.append("provenance " + ("-" if not meta["provenance"] else ""))
+    for i, record in enumerate(meta["provenance"], 1):
+        params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
+        parent = (record["parent_sha256"] or "-")[:12]
+        lines.append(f"  {i}. {record['name']} (parent {parent}, edge {record['toolkit_version']}) {params}")
+    lines.append("ops")
+    for op, count in summary["op_histogram"].items():
+        lines.append(f"  {op:<24} {count}")
+    return "\n".join(lines)

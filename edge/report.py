@@ -1,0 +1,103 @@
+"""Terminal tables and run folders (results.json plus plots) for evaluation results."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from edge.artifact import write_bytes_atomic
+from edge.errors import ModelWriteError
+
+
+def _fmt_ci(metric: dict[str, Any], scale: float = 1.0, digits: int = 1) -> str:
+    value = metric["value"] * scale
+    lo, hi = (v * scale for v in metric["ci95"])
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def metric_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, formatted value) pairs of one result document, in reading order."""
+    m = results["metrics"]
+    rows: list[tuple[str, str]] = []
+    if "accuracy" in m:
+        rows.append(("accuracy % [95% CI]", _fmt_ci(m["accuracy"], 100.0)))
+        rows.append(("chance %", f"{100.0 * m['chance']:.1f}"))
+    if "itr_bits_per_min" in m:
+        rows.append(("ITR bits/min [95% CI]", _fmt_ci(m["itr_bits_per_min"])))
+        rows.append(("ITR of mean accuracy", f"{m['itr_bits_per_min']['of_mean_accuracy']:.1f}"))
+    if "agreement_with_reference" in m:
+        rows.append(("agreement with fp32 %", f"{100.0 * m['agreement_with_reference']:.1f}"))
+    lat = m["latency_ms"]
+    rows.append(("latency p50/p90/p99 ms", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f}"))
+    rows.append(("model size KiB", f"{m['model_size_bytes'] / 1024:.1f}"))
+    if "peak_memory_bytes" in m:
+        rows.append(("peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.1f}"))
+    return rows
+
+
+def format_table(columns: dict[str, dict[str, Any]]) -> str:
+    """Side-by-side table of several result documents keyed by column title."""
+    titles = list(columns)
+    per_column = {t: dict(metric_rows(r)) for t, r in columns.items()}
+    labels: list[str] = []
+    for t in titles:
+        labels += [label for label in per_column[t] if label not in labels]
+    widths = [max(len(label) for label in labels)] + [
+        max(len(t), *(len(per_column[t].get(label, "-")) for label in labels)) for t in titles
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(["metric", *titles], widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for label in labels:
+        cells = [label] + [per_column[t].get(label, "-") for t in titles]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def new_run_folder(root: str | Path, name: str) -> Path:
+    """A fresh folder ``root/<UTC time>-<name>`` that no earlier run used."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelWriteError(f"cannot create the run folder ({exc.strerror}).", where=str(root)) from None
+    for i in range(1000):
+        folder = root / (f"{stamp}-{name}" + (f"-{i}" if i else ""))
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise ModelWriteError("could not find a free run folder name.", where=str(root))
+
+
+def write_results(folder: Path, results: dict[str, Any], name: str = "results.json") -> Path:
+    """Write one results document (atomically) and its confusion-matrix plot if it has one."""
+    path = folder / name
+    write_bytes_atomic(path, (json.dumps(results, indent=2) + "\n").encode())
+    confusion = results.get("metrics", {}).get("confusion_matrix")
+    if confusion:
+        plot_confusion(confusion, folder / name.replace("results", "confusion").replace(".json", ".png"))
+    return path
+
+
+def plot_confusion(confusion: list[list[int]], path: Path) -> None:
+    """Save the confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    image = ax.imshow(confusion, cmap="viridis")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("confusion matrix")
+    fig.colorbar(image, ax=ax, label="trials")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

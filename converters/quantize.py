@@ -7,6 +7,8 @@ trials. Nodes named in ``exclude`` stay in float: for the Guney SSVEP network ke
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -77,23 +79,27 @@ class QuantizeInt8:
             del model.metadata_props[:]
             model.ir_version = min(model.ir_version, 10)
             onnx.save(model, source)
+            chatter = io.StringIO()  # onnxruntime's calibrators print progress to stdout
             try:
-                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-                quantize_static(
-                    str(prepared),
-                    str(output),
-                    Reader(),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=self.per_channel,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(self.exclude),
-                    calibrate_method=method,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-                )
+                with contextlib.redirect_stdout(chatter):
+                    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+                    quantize_static(
+                        str(prepared),
+                        str(output),
+                        Reader(),
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=self.per_channel,
+                        activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(self.exclude),
+                        calibrate_method=method,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                    )
             except Exception as exc:
+                log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
                 raise PassError(f"{self.name} failed in onnxruntime.quantization: {str(exc).splitlines()[0]}") from None
             quantized = onnx.load(output)
+        log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
         log.info("%s: %d nodes excluded, calibrated on %d trials", self.name, len(self.exclude), len(trials))
         child = artifact.derive(quantized, self.name, self.params())
         for spec in child.meta.inputs + child.meta.outputs:

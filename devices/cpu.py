@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,15 +72,34 @@ class CpuTarget:
 
 
 def _measure_peak_memory(model_bytes: bytes, batch: np.ndarray) -> int:
-    """Child process: peak RSS growth (bytes) from creating the session and running it."""
+    """Child process: peak resident memory (bytes) added by creating the session and running it."""
     import onnx
 
     from edge.artifact import Artifact as _Artifact
 
     artifact = _Artifact.from_model(onnx.load_model_from_string(model_bytes))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _resident_bytes("VmRSS")
+    _reset_peak()
     session = open_session(artifact, "onnxruntime", threads=1)
     for _ in range(3):
         session.run({session.inputs[0].name: batch})
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(max(after - before, 0) * 1024)  # ru_maxrss is in KiB on Linux
+    return max(_resident_bytes("VmHWM") - before, 0)
+
+
+def _resident_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (Linux), else the peak from getrusage."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark so VmHWM measures from here on (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass

@@ -7,6 +7,7 @@ graph and the family is ``unknown``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -175,10 +176,8 @@ class Artifact:
 
     def derive(self, model: onnx.ModelProto, pass_name: str, params: dict[str, Any]) -> Artifact:
         """A child artifact: new graph, same metadata, one more provenance record."""
-        meta = dataclasses.replace(
-            self.meta,
-            provenance=[*self.meta.provenance, PassRecord(pass_name, params, self.sha256)],
-        )
+        meta = copy.deepcopy(self.meta)
+        meta.provenance.append(PassRecord(pass_name, copy.deepcopy(params), self.sha256))
         initializers = {t.name for t in model.graph.initializer}
         meta.inputs = _merge_specs(self.meta.inputs, specs_from_graph(model.graph.input, initializers))
         meta.outputs = _merge_specs(self.meta.outputs, specs_from_graph(model.graph.output))

@@ -90,7 +90,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def parse_subjects(text: str) -> list[int]:
-    """``4`` -> 1..4, ``31-35`` -> 31..35, ``1,3`` is written ``1+3``."""
+    """A count (``4`` is 1..4), a range (``31-35``, ``9-9`` for one) or a list (``1+3+5``)."""
     try:
         if re.fullmatch(r"\d+", text):
             return list(range(1, int(text) + 1))

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import tiny_conv_model
+from edge.artifact import Artifact
+from edge.data.registry import load_dataset, parse_spec, parse_subjects
+from edge.data.synthetic_ssvep import write_synthetic_benchmark
+from edge.errors import DataError
+from edge.families.ssvep.export import ssvep_meta
+
+
+@pytest.fixture(scope="module")
+def meta():
+    return ssvep_meta()
+
+
+def test_spec_parsing() -> None:
+    assert parse_spec("synthetic-ssvep:subjects=31-35,seed=2") == ("synthetic-ssvep", {"subjects": "31-35", "seed": "2"})
+    assert parse_subjects("3") == [1, 2, 3]
+    assert parse_subjects("31-33") == [31, 32, 33]
+    assert parse_subjects("2+5-6") == [2, 5, 6]
+    with pytest.raises(DataError, match="subjects='x'"):
+        parse_subjects("x")
+    with pytest.raises(DataError, match="key=value"):
+        parse_spec("synthetic-ssvep:subjects")
+
+
+def test_synthetic_ssvep_is_shaped_for_the_model(meta) -> None:
+    data = load_dataset("synthetic-ssvep:subjects=4-4,blocks=2,seed=1", meta)
+    assert data.x.shape == (80, 3, 9, 100) and data.x.dtype == np.float32
+    assert list(data.y[:3]) == [0, 1, 2]
+    assert sorted(set(data.groups)) == ["S4/B1", "S4/B2"]
+    again = load_dataset("synthetic-ssvep:subjects=4-4,blocks=2,seed=1", meta)
+    np.testing.assert_array_equal(data.x, again.x)
+
+
+def test_window_follows_the_metadata() -> None:
+    data = load_dataset("synthetic-ssvep:subjects=1-1,blocks=1", ssvep_meta(window_s=0.8))
+    assert data.x.shape == (40, 3, 9, 200)
+
+
+def test_plain_model_gets_preprocessing_from_its_input_shape() -> None:
+    plain = Artifact.from_model(tiny_conv_model())
+    plain.meta.inputs[0].shape = ["N", 2, 9, 50]
+    data = load_dataset("synthetic-ssvep:subjects=1-1,blocks=1", plain.meta)
+    assert data.x.shape == (40, 2, 9, 50)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("synthetic-ssvp", "unknown dataset 'synthetic-ssvp'.*Did you mean 'synthetic-ssvep'"),
+        ("synthetic-ssvep:colour=red", "no parameter 'colour'"),
+        ("synthetic-ssvep:seed=abc", "seed='abc' is not a int"),
+        ("missing/folder", "no such file or folder"),
+    ],
+)
+def test_bad_specs(meta, spec: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_dataset(spec, meta)
+
+
+def test_npz_with_x_and_y(tmp_path: Path, meta) -> None:
+    x = np.random.default_rng(0).normal(size=(6, 3, 9, 100)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(6))
+    data = load_dataset(str(tmp_path / "d.npz"), meta)
+    np.testing.assert_array_equal(data.x, x)
+    assert list(data.y) == list(range(6))
+
+
+def test_npz_shape_mismatch_names_both_shapes(tmp_path: Path, meta) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 8, 100), np.float32), y=np.zeros(4))
+    with pytest.raises(DataError, match=r"\(3, 8, 100\) but the model input 'eeg' expects \(3, 9, 100\)"):
+        load_dataset(str(tmp_path / "d.npz"), meta)
+
+
+def test_nan_and_inf_are_refused(tmp_path: Path, meta) -> None:
+    x = np.zeros((4, 3, 9, 100), np.float32)
+    x[2, 0, 0, 5] = np.nan
+    x[3, 1, 1, 1] = np.inf
+    np.savez(tmp_path / "d.npz", x=x, y=np.zeros(4))
+    with pytest.raises(DataError, match="2 NaN or Inf values in 2 trial.*first in trial 2"):
+        load_dataset(str(tmp_path / "d.npz"), meta)
+
+
+def test_npz_without_x(tmp_path: Path, meta) -> None:
+    np.savez(tmp_path / "d.npz", data=np.zeros(3))
+    with pytest.raises(DataError, match="no array 'x'.*found: data"):
+        load_dataset(str(tmp_path / "d.npz"), meta)
+
+
+def test_folder_of_npy_with_labels_csv(tmp_path: Path, meta) -> None:
+    rng = np.random.default_rng(0)
+    with (tmp_path / "labels.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "label"])
+        for i in range(3):
+            np.save(tmp_path / f"t{i}.npy", rng.normal(size=(3, 9, 100)).astype(np.float32))
+            writer.writerow([f"t{i}.npy", 7 + i])
+    data = load_dataset(str(tmp_path), meta)
+    assert data.x.shape == (3, 3, 9, 100)
+    assert list(data.y) == [7, 8, 9]
+
+
+def test_folder_with_labels_naming_a_missing_trial(tmp_path: Path, meta) -> None:
+    (tmp_path / "labels.csv").write_text("file,label\nnope.npy,1\n")
+    with pytest.raises(DataError, match="names 'nope.npy'"):
+        load_dataset(str(tmp_path), meta)
+
+
+def test_benchmark_folder_matches_the_generator(tmp_path: Path, meta) -> None:
+    write_synthetic_benchmark(tmp_path, [2], seed=0, blocks=2)
+    from_files = load_dataset(f"{tmp_path}:subjects=2-2", meta)
+    generated = load_dataset("synthetic-ssvep:subjects=2-2,blocks=2,seed=0", meta)
+    np.testing.assert_allclose(from_files.x, generated.x, rtol=1e-5, atol=1e-4)
+    assert list(from_files.groups[:1]) == ["S2/B1"]

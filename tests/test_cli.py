@@ -1,0 +1,178 @@
+"""The CLI through click's CliRunner: real files, real engines, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import main
+
+CALIB = "synthetic-ssvep:subjects=1-1,blocks=1"
+HELDOUT = "synthetic-ssvep:subjects=31-31,blocks=2"
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def assert_one_clear_line(code: int, output: str, message: str) -> None:
+    assert code != 0
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert message in lines[0], output
+
+
+def test_inspect_text_shows_metadata_ops_params_and_macs(reference_path: Path) -> None:
+    code, out = run("inspect", str(reference_path))
+    assert code == 0, out
+    assert "family     ssvep" in out
+    assert "parameters 414,283" in out
+    assert "MACs       8.99 M" in out
+    assert "Conv" in out and "Gemm" in out
+    assert "train-guney" in out
+
+
+def test_inspect_json_by_zoo_name() -> None:
+    code, out = run("inspect", "ssvep-guney-9ch-0.4s", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["summary"]["parameters"] == 414_283
+    assert doc["meta"]["preprocessing"]["sample_rate"] == 250
+    assert doc["summary"]["op_histogram"]["Conv"] == 4
+    assert doc["summary"]["file_bytes"] > 1_600_000
+
+
+def test_inspect_plain_onnx(tiny_model_path: Path) -> None:
+    code, out = run("inspect", str(tiny_model_path))
+    assert code == 0, out
+    assert "metadata   none (plain ONNX)" in out
+    assert "input      x  float32['N', 2, 1, 8]" in out
+
+
+def test_convert_prints_drift_and_writes_a_quantized_child(reference_path: Path, tmp_path: Path) -> None:
+    out_path = tmp_path / "int8.onnx"
+    code, out = run("convert", str(reference_path), "--quantize", "int8", "--calib", CALIB, "-o", str(out_path))
+    assert code == 0, out
+    assert "quantize-int8: top-1 agreement" in out
+    child = onnx.load(out_path)
+    assert any(n.op_type == "DequantizeLinear" for n in child.graph.node)
+    meta = json.loads({p.key: p.value for p in child.metadata_props}["edge"])
+    assert meta["provenance"][-1]["name"] == "quantize-int8"
+    assert meta["provenance"][-1]["params"]["calibration_data"] == CALIB
+    assert meta["provenance"][-1]["params"]["exclude"] == ["/sub_band/Conv"]  # the model's keep-float list
+
+
+def test_convert_with_a_recipe_file(reference_path: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[pass]]\nname = "quantize-int8"\ncalibrate = "percentile"\nper_channel = false\n')
+    code, out = run("convert", str(reference_path), "--recipe", str(recipe), "--calib", CALIB,
+                    "-o", str(tmp_path / "q.onnx"), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert 0.5 < doc["drift"]["quantize-int8"]["top1_agreement"] <= 1.0
+    meta = json.loads({p.key: p.value for p in onnx.load(tmp_path / "q.onnx").metadata_props}["edge"])
+    assert meta["provenance"][-1]["params"]["calibrate"] == "percentile"
+    assert meta["provenance"][-1]["params"]["per_channel"] is False
+
+
+def test_eval_json_and_run_folder(reference_path: Path, tmp_path: Path) -> None:
+    code, out = run("eval", str(reference_path), "--data", HELDOUT, "--runs", "20", "--no-memory",
+                    "--out-dir", str(tmp_path), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    metrics = doc["metrics"]
+    assert metrics["accuracy"]["n"] == 80
+    assert metrics["latency_ms"]["runs"] == 20
+    assert "itr_bits_per_min" in metrics
+    (folder,) = tmp_path.iterdir()
+    assert json.loads((folder / "results.json").read_text())["artifact"]["sha256"] == doc["artifact"]["sha256"]
+    assert (folder / "confusion.png").stat().st_size > 1000
+
+
+def test_eval_table(reference_path: Path, tmp_path: Path) -> None:
+    code, out = run("eval", str(reference_path), "--data", HELDOUT, "--runs", "5", "--no-memory",
+                    "--out-dir", str(tmp_path))
+    assert code == 0, out
+    assert "accuracy % [95% CI]" in out and "ITR bits/min" in out and "latency p50/p90/p99 ms" in out
+
+
+# --- bad input: one clear sentence, non-zero exit, no traceback, nothing overwritten -----------------
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    code, out = run("inspect", str(tmp_path / "nope.onnx"))
+    assert_one_clear_line(code, out, "no such file")
+
+
+def test_file_that_is_not_onnx(tmp_path: Path) -> None:
+    path = tmp_path / "notes.onnx"
+    path.write_text("hello, I am a text file\n" * 10)
+    code, out = run("eval", str(path), "--data", HELDOUT)
+    assert_one_clear_line(code, out, "not an ONNX model")
+
+
+def test_truncated_onnx(reference_path: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(reference_path.read_bytes()[:100_000])
+    code, out = run("inspect", str(path))
+    assert_one_clear_line(code, out, "truncated")
+
+
+def test_data_whose_shape_does_not_match(reference_path: Path, tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 9, 250), np.float32), y=np.zeros(4, int))
+    code, out = run("eval", str(reference_path), "--data", str(tmp_path / "d.npz"))
+    assert_one_clear_line(code, out, "expects (3, 9, 100)")
+
+
+def test_unknown_dataset_spec(reference_path: Path) -> None:
+    code, out = run("eval", str(reference_path), "--data", "benchmark-tsinghua")
+    assert_one_clear_line(code, out, "unknown dataset 'benchmark-tsinghua'")
+
+
+def test_nan_in_data(reference_path: Path, tmp_path: Path) -> None:
+    x = np.zeros((4, 3, 9, 100), np.float32)
+    x[1, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "d.npz", x=x, y=np.zeros(4, int))
+    code, out = run("eval", str(reference_path), "--data", str(tmp_path / "d.npz"))
+    assert_one_clear_line(code, out, "NaN or Inf")
+
+
+def test_output_equal_to_input_keeps_the_input(reference_path: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(reference_path.read_bytes())
+    code, out = run("convert", str(model), "--quantize", "int8", "--calib", CALIB, "-o", str(model))
+    assert_one_clear_line(code, out, "output path is the input model")
+    assert model.read_bytes() == reference_path.read_bytes()
+
+
+def test_unknown_device(reference_path: Path) -> None:
+    code, out = run("eval", str(reference_path), "--data", HELDOUT, "--device", "cpux")
+    assert_one_clear_line(code, out, "Did you mean 'cpu'")
+
+
+def test_convert_without_passes(reference_path: Path, tmp_path: Path) -> None:
+    code, out = run("convert", str(reference_path), "-o", str(tmp_path / "x.onnx"))
+    assert_one_clear_line(code, out, "recipe is empty")
+
+
+def test_exclude_of_an_unknown_node(reference_path: Path, tmp_path: Path) -> None:
+    code, out = run("convert", str(reference_path), "--quantize", "int8", "--calib", CALIB,
+                    "--exclude", "/nope/Conv", "-o", str(tmp_path / "x.onnx"))
+    assert_one_clear_line(code, out, "no node named '/nope/Conv'")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("body", ["[[pass]]\nname = 'prune'\n", "[[pass]]\nname = 'quantize-int8'\nbits = 4\n", "not toml ["])
+def test_bad_recipe(reference_path: Path, tmp_path: Path, body: str) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(body)
+    code, out = run("convert", str(reference_path), "--recipe", str(recipe), "-o", str(tmp_path / "x.onnx"))
+    assert_one_clear_line(code, out, "")
+    assert any(word in out for word in ("unknown pass 'prune'", "no parameter 'bits'", "not valid TOML"))

@@ -49,3 +49,21 @@ def test_public_surface() -> None:
     assert sorted(edge.__all__) == sorted(
         ["Artifact", "EdgeError", "Meta", "__version__", "read_artifact", "write_artifact", "zoo_path"]
     )
+
+
+def test_installed_distribution_provides_the_command_and_the_cpu_target() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("edge") == "edge.cli:main"
+    targets = {ep.name: ep.value for ep in entry_points(group="edge.targets")}
+    assert targets.get("cpu") == "devices.cpu:CpuTarget"
+
+
+def test_reference_model_ships_with_a_card_that_matches_it(reference) -> None:
+    card = (ROOT / "edge" / "zoo" / "MODEL_CARD.md").read_text()
+    assert "make reference" in card
+    accuracy = reference.meta.extra["heldout_accuracy"]
+    assert f"{100 * accuracy:.1f}" in card  # the card reports the shipped file's held-out accuracy
+    assert reference.meta.extra["training_data"] == "synthetic-ssvep:subjects=1-24,seed=0"
+    assert "synthetic SSVEP subjects 1-24 (seed 0)" in card

@@ -173,6 +173,7 @@ def _number(params: dict[str, str], key: str, default: float, kind: type = float
 
 
 def _synthetic_ssvep(spec: str, params: dict[str, str], meta: Meta) -> Dataset:
+    from edge.data.benchmark import BENCHMARK_CHANNELS
     from edge.data.preprocess import ssvep_epochs
     from edge.data.synthetic_ssvep import generate_subject
 
@@ -187,9 +188,12 @@ def _synthetic_ssvep(spec: str, params: dict[str, str], meta: Meta) -> Dataset:
     if blocks < 1 or snr < 0:
         raise DataError("synthetic-ssvep needs blocks >= 1 and snr >= 0.")
     settings = ssvep_settings(meta)
+    # Generate only the model's channels; the generator gives each channel the same values either way.
+    channels = [BENCHMARK_CHANNELS[i] for i in settings["channel_idx"]]
+    settings["channel_idx"] = list(range(len(channels)))
     xs, ys, groups = [], [], []
     for subject in subjects:
-        data = generate_subject(subject, seed, blocks=blocks, snr=snr)
+        data = generate_subject(subject, seed, blocks=blocks, snr=snr, channels=channels)
         x, y, block = ssvep_epochs(data, **settings)
         xs.append(x)
         ys.append(y)

@@ -22,6 +22,7 @@ from edge.artifact import Artifact
 from edge.data.registry import Dataset
 from edge.errors import DataError
 from edge.families.ssvep.metrics import itr_bits_per_min, itr_per_group
+from edge.metrics import balanced_accuracy, cohen_kappa, confusion_matrix, mean_sd
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -150,7 +151,7 @@ def evaluate(
 
 
 def classification_metrics(outputs: np.ndarray, dataset: Dataset, artifact: Artifact) -> dict[str, Any]:
-    """Accuracy with a Wilson interval, the confusion matrix and, for spellers, ITR."""
+    """Accuracy with a Wilson interval, balanced accuracy, kappa, confusion, per-subject rows and, for spellers, ITR."""
     y = dataset.y
     if y is None:
         raise DataError("the data have no labels, so accuracy cannot be computed.", where=dataset.name)
@@ -161,32 +162,59 @@ def classification_metrics(outputs: np.ndarray, dataset: Dataset, artifact: Arti
             f"labels run from {int(y.min())} to {int(y.max())} but the model has {n_classes} outputs.",
             where=dataset.name,
         )
-    predicted = scores.argmax(axis=1)
+    window_s = artifact.meta.preprocessing.window_s
+    speller = artifact.meta.task.get("kind") == "ssvep-speller" and bool(window_s)
+    gaze = float(artifact.meta.task.get("gaze_shift_s", 0.5))
+    groups = dataset.groups if len(dataset.groups) == len(y) else np.zeros(len(y), dtype=str)
+    metrics = label_metrics(y, scores.argmax(axis=1), n_classes, groups,
+                            itr_window_s=window_s if speller else None, gaze_shift_s=gaze)
+    metrics["labels"] = artifact.meta.labels or [str(i) for i in range(n_classes)]
+    return metrics
+
+
+def label_metrics(
+    y: np.ndarray,
+    predicted: np.ndarray,
+    n_classes: int,
+    groups: np.ndarray,
+    *,
+    itr_window_s: float | None = None,
+    gaze_shift_s: float = 0.5,
+) -> dict[str, Any]:
+    """Every metric of predicted vs true labels; groups are 'S<subject>/B<block>' or any per-trial tag."""
     correct = predicted == y
-    confusion = np.zeros((n_classes, n_classes), dtype=int)
-    np.add.at(confusion, (y, predicted), 1)
+    confusion = confusion_matrix(y, predicted, n_classes)
     lo, hi = wilson_interval(int(correct.sum()), len(y))
+    subjects = np.array([str(g).split("/")[0] for g in groups])
+    per_subject = {
+        s: {"accuracy": float(correct[subjects == s].mean()), "n": int(np.sum(subjects == s))}
+        for s in dict.fromkeys(subjects.tolist())
+    }
     metrics: dict[str, Any] = {
         "accuracy": {"value": float(correct.mean()), "ci95": [lo, hi], "n": int(len(y)), "interval": "Wilson"},
+        "balanced_accuracy": balanced_accuracy(confusion),
+        "kappa": cohen_kappa(confusion),
         "chance": 1.0 / n_classes,
         "confusion_matrix": confusion.tolist(),
-        "labels": artifact.meta.labels or [str(i) for i in range(n_classes)],
+        "per_subject": per_subject,
     }
-    task = artifact.meta.task
-    window_s = artifact.meta.preprocessing.window_s
-    if task.get("kind") == "ssvep-speller" and window_s:
-        gaze = float(task.get("gaze_shift_s", 0.5))
-        groups = dataset.groups if len(dataset.groups) == len(y) else np.zeros(len(y))
-        per_group = itr_per_group(correct, groups, n_classes, window_s, gaze)
+    if len(per_subject) > 1:
+        mean, sd = mean_sd([row["accuracy"] for row in per_subject.values()])
+        metrics["accuracy_over_subjects"] = {"mean": mean, "sd": sd, "subjects": len(per_subject)}
+    if itr_window_s:
+        per_group = itr_per_group(correct, groups, n_classes, itr_window_s, gaze_shift_s)
         lo, hi = bootstrap_mean_interval(per_group)
         metrics["itr_bits_per_min"] = {
             "value": float(per_group.mean()),
             "ci95": [lo, hi],
-            "of_mean_accuracy": itr_bits_per_min(float(correct.mean()), n_classes, window_s, gaze),
-            "convention": f"mean of per-(subject, block) ITRs; selection time = window {window_s} s + gaze shift {gaze} s",
+            "of_mean_accuracy": itr_bits_per_min(float(correct.mean()), n_classes, itr_window_s, gaze_shift_s),
+            "convention": f"mean of per-(subject, block) ITRs; selection time = window {itr_window_s} s "
+                          f"+ gaze shift {gaze_shift_s} s",
             "groups": int(len(per_group)),
             "interval": "bootstrap over groups",
         }
+        for s, row in per_subject.items():
+            row["itr_bits_per_min"] = itr_bits_per_min(row["accuracy"], n_classes, itr_window_s, gaze_shift_s)
     return metrics
 
 

@@ -23,15 +23,23 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     if "accuracy" in m:
         rows.append(("accuracy % [95% CI]", _fmt_ci(m["accuracy"], 100.0)))
+        if "accuracy_over_subjects" in m:
+            over = m["accuracy_over_subjects"]
+            rows.append((f"accuracy % mean ± SD ({over['subjects']} subj.)",
+                         f"{100 * over['mean']:.1f} ± {100 * over['sd']:.1f}"))
+        rows.append(("balanced accuracy %", f"{100.0 * m['balanced_accuracy']:.1f}"))
+        rows.append(("Cohen's kappa", f"{m['kappa']:.3f}"))
         rows.append(("chance %", f"{100.0 * m['chance']:.1f}"))
     if "itr_bits_per_min" in m:
         rows.append(("ITR bits/min [95% CI]", _fmt_ci(m["itr_bits_per_min"])))
         rows.append(("ITR of mean accuracy", f"{m['itr_bits_per_min']['of_mean_accuracy']:.1f}"))
     if "agreement_with_reference" in m:
         rows.append(("agreement with fp32 %", f"{100.0 * m['agreement_with_reference']:.1f}"))
-    lat = m["latency_ms"]
-    rows.append(("latency p50/p90/p99 ms", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f}"))
-    rows.append(("model size KiB", f"{m['model_size_bytes'] / 1024:.1f}"))
+    lat = m.get("latency_ms")
+    if lat:
+        rows.append(("latency p50/p90/p99 ms", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f}"))
+    if "model_size_bytes" in m:
+        rows.append(("model size KiB", f"{m['model_size_bytes'] / 1024:.1f}"))
     if "peak_memory_bytes" in m:
         rows.append(("peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.1f}"))
     return rows
@@ -52,6 +60,25 @@ def format_table(columns: dict[str, dict[str, Any]]) -> str:
     for label in labels:
         cells = [label] + [per_column[t].get(label, "-") for t in titles]
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def per_subject_table(columns: dict[str, dict[str, Any]]) -> str:
+    """Accuracy (and ITR where known) of every subject, one column per result document."""
+    titles = list(columns)
+    subjects = list(dict.fromkeys(s for r in columns.values() for s in r["metrics"].get("per_subject", {})))
+    if len(subjects) < 2:
+        return ""
+    lines = ["subject  " + "  ".join(f"{t:>14}" for t in titles)]
+    for subject in subjects:
+        cells = []
+        for t in titles:
+            row = columns[t]["metrics"].get("per_subject", {}).get(subject)
+            cell = "-" if row is None else f"{100 * row['accuracy']:.1f} %"
+            if row is not None and "itr_bits_per_min" in row:
+                cell += f" {row['itr_bits_per_min']:.0f}b"
+            cells.append(f"{cell:>14}")
+        lines.append(f"{subject:<8} " + "  ".join(cells))
     return "\n".join(lines)
 
 

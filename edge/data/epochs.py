@@ -9,6 +9,11 @@ import numpy as np
 from edge.errors import DataError
 
 
+def round_half_away(value: float) -> int:
+    """Round halves away from zero, as MATLAB does (BETA's 157.5 -> 158)."""
+    return int(np.sign(value) * np.floor(abs(value) + 0.5))
+
+
 @dataclass
 class EEGEpochs:
     """Trials (trials, channels, samples) in microvolts with labels and where each trial came from."""
@@ -48,6 +53,17 @@ class EEGEpochs:
             self.x[mask], self.y[mask], self.sample_rate, list(self.channels), list(self.classes),
             self.subject[mask], self.session[mask], self.block[mask], self.onset_sample, self.stim_freqs,
         )
+
+    def window(self, start_s: float, length_s: float) -> np.ndarray:
+        """Samples [start, start + length) seconds after stimulus onset: (trials, channels, samples)."""
+        start = self.onset_sample + round_half_away(start_s * self.sample_rate)
+        n = round_half_away(length_s * self.sample_rate)
+        if n < 1 or start < 0 or start + n > self.x.shape[-1]:
+            raise DataError(
+                f"a {length_s} s window starting {start_s} s after onset does not fit in trials of "
+                f"{self.x.shape[-1] / self.sample_rate:g} s (onset at {self.onset_sample / self.sample_rate:g} s)."
+            )
+        return self.x[..., start : start + n]
 
     def pick_channels(self, names: list[str]) -> EEGEpochs:
         """Only the named channels, in the given order (matched case-insensitively)."""

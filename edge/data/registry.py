@@ -4,6 +4,7 @@ Accepted specs:
 
 - ``synthetic-ssvep:subjects=31-35,seed=0,blocks=6,snr=1`` — the seeded generator (bci.md §6);
 - a folder of Tsinghua Benchmark files ``S1.mat, S2.mat, ...`` — optionally ``folder:subjects=1-3``;
+- an SSVEPExo folder (``subjectNN/sessionK-raw.fif`` + events) — optionally ``folder:subjects=1-2``;
 - ``file.npz`` holding ``x`` (already in the model's input layout) and ``y``;
 - a folder of ``.npy`` trials with ``labels.csv`` (columns ``file,label``).
 """
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge.artifact import Meta
+from edge.data.epochs import EEGEpochs
 from edge.errors import DataError
 
 GENERATORS = ("synthetic-ssvep",)
@@ -34,6 +36,9 @@ class Dataset:
     x: np.ndarray
     y: np.ndarray | None
     groups: np.ndarray = field(default_factory=lambda: np.array([]))
+    raw: np.ndarray | None = None  # unfiltered windows (trials, channels, samples), for the classic baselines
+    stim_freqs: list[float] | None = None
+    sample_rate: float | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -49,18 +54,17 @@ def load_dataset(spec: str, meta: Meta) -> Dataset:
     """Build the dataset a spec names, shaped for the model described by ``meta``."""
     name, params = parse_spec(spec)
     path = Path(name)
-    if name in GENERATORS:
-        dataset = _synthetic_ssvep(spec, params, meta)
-    elif path.suffix.lower() == ".npz":
+    if path.suffix.lower() == ".npz":
         dataset = _npz(path)
     elif path.is_dir() and (path / "labels.csv").is_file():
         dataset = _npy_folder(path)
-    elif path.is_dir() and any(path.glob("S*.mat")):
-        dataset = _benchmark_folder(path, params, meta)
+    elif name in GENERATORS or (path.is_dir() and (any(path.glob("S*.mat")) or any(path.glob("subject*")))):
+        channels = ssvep_settings(meta)["channels"] or None
+        dataset = shape_for_model(load_epochs(spec, channels), meta, spec)
     elif path.exists():
         raise DataError(
             "not a dataset this toolkit reads: expected an .npz with x and y, a folder of .npy files with "
-            "labels.csv, or a folder of Benchmark S*.mat files.",
+            "labels.csv, a folder of Benchmark S*.mat files or an SSVEPExo folder of subjectNN recordings.",
             where=name,
         )
     elif "/" in name or "." in name:
@@ -134,8 +138,8 @@ def check_against_model(dataset: Dataset, meta: Meta) -> None:
 
 
 def ssvep_settings(meta: Meta) -> dict[str, Any]:
-    """Preprocessing settings for SSVEP data, from the metadata or guessed from a plain model's input."""
-    from edge.data.benchmark import BENCHMARK_CHANNELS, OCCIPITAL_9
+    """Preprocessing of an SSVEP network, from its metadata or guessed from a plain model's input."""
+    from edge.data.benchmark import OCCIPITAL_9
 
     pre = meta.preprocessing
     shape = meta.inputs[0].shape if meta.inputs else []
@@ -145,22 +149,51 @@ def ssvep_settings(meta: Meta) -> dict[str, Any]:
         )
     _, n_bands, n_channels, n_samples = shape
     sample_rate = pre.sample_rate or 250.0
-    channels = list(pre.channels)
-    if not channels:
-        channels = list(OCCIPITAL_9) if n_channels == 9 else list(BENCHMARK_CHANNELS[:n_channels]) if isinstance(n_channels, int) else []
-    upper = [c.upper() for c in BENCHMARK_CHANNELS]
-    missing = [c for c in channels if c.upper() not in upper]
-    if missing:
-        raise DataError(f"channels {missing} of the model are not in the Benchmark montage.")
+    channels = list(pre.channels) or (list(OCCIPITAL_9) if n_channels == 9 else [])
     bands = [tuple(b) for b in pre.filter_bank] or [(8.0 * (i + 1), 90.0) for i in range(int(n_bands))]
     window_s = pre.window_s or (n_samples / sample_rate if isinstance(n_samples, int) else 0.4)
     return {
         "sample_rate": sample_rate,
-        "channel_idx": [upper.index(c.upper()) for c in channels],
+        "channels": channels,
         "latency_s": pre.latency_s if pre.window_s else 0.14,
         "window_s": window_s,
         "bands": bands,
     }
+
+
+def load_epochs(spec: str, channels: list[str] | None = None) -> EEGEpochs:
+    """Whole labelled trials (before windowing and filtering) from a synthetic or recorded SSVEP source."""
+    name, params = parse_spec(spec)
+    path = Path(name)
+    if name == "synthetic-ssvep":
+        return _synthetic_epochs(params, channels)
+    if path.is_dir() and any(path.glob("S*.mat")):
+        return _benchmark_epochs(path, params, channels)
+    if path.is_dir() and any(path.glob("subject*")):
+        from edge.data.ssvep_exo import read_ssvep_exo
+
+        subjects = parse_subjects(params["subjects"]) if "subjects" in params else None
+        epochs = read_ssvep_exo(path, subjects=subjects)
+        return epochs.pick_channels(channels) if channels else epochs
+    raise DataError("not a source of whole SSVEP trials (synthetic-ssvep, a Benchmark folder or an SSVEPExo folder).",
+                    where=name)
+
+
+def shape_for_model(epochs: EEGEpochs, meta: Meta, name: str) -> Dataset:
+    """Cut the model's window after the visual latency and apply its filter bank."""
+    from edge.data.preprocess import filter_bank
+
+    settings = ssvep_settings(meta)
+    if epochs.sample_rate != settings["sample_rate"]:
+        raise DataError(f"the data are sampled at {epochs.sample_rate:g} Hz but the model expects "
+                        f"{settings['sample_rate']:g} Hz.", where=name)
+    if settings["channels"]:
+        epochs = epochs.pick_channels(settings["channels"])
+    raw = epochs.window(settings["latency_s"], settings["window_s"])
+    x = filter_bank(raw.astype(np.float64), epochs.sample_rate, settings["bands"]).astype(np.float32)
+    groups = np.array([f"S{s}/B{b + 1}" for s, b in zip(epochs.subject, epochs.block, strict=True)])
+    return Dataset(name, x, epochs.y, groups, raw=raw.astype(np.float32), stim_freqs=epochs.stim_freqs,
+                   sample_rate=epochs.sample_rate)
 
 
 def _number(params: dict[str, str], key: str, default: float, kind: type = float) -> Any:
@@ -172,9 +205,8 @@ def _number(params: dict[str, str], key: str, default: float, kind: type = float
         raise DataError(f"dataset parameter {key}='{params[key]}' is not a {kind.__name__}.") from None
 
 
-def _synthetic_ssvep(spec: str, params: dict[str, str], meta: Meta) -> Dataset:
-    from edge.data.benchmark import BENCHMARK_CHANNELS
-    from edge.data.preprocess import ssvep_epochs
+def _synthetic_epochs(params: dict[str, str], channels: list[str] | None) -> EEGEpochs:
+    from edge.data.benchmark import OCCIPITAL_9
     from edge.data.synthetic_ssvep import generate_subject
 
     known = {"subjects", "seed", "blocks", "snr"}
@@ -187,37 +219,45 @@ def _synthetic_ssvep(spec: str, params: dict[str, str], meta: Meta) -> Dataset:
     snr = _number(params, "snr", 1.0)
     if blocks < 1 or snr < 0:
         raise DataError("synthetic-ssvep needs blocks >= 1 and snr >= 0.")
-    settings = ssvep_settings(meta)
-    # Generate only the model's channels; the generator gives each channel the same values either way.
-    channels = [BENCHMARK_CHANNELS[i] for i in settings["channel_idx"]]
-    settings["channel_idx"] = list(range(len(channels)))
-    xs, ys, groups = [], [], []
-    for subject in subjects:
-        data = generate_subject(subject, seed, blocks=blocks, snr=snr, channels=channels)
-        x, y, block = ssvep_epochs(data, **settings)
-        xs.append(x)
-        ys.append(y)
-        groups.extend(f"S{subject}/B{b + 1}" for b in block)
-    return Dataset(spec, np.concatenate(xs), np.concatenate(ys), np.array(groups))
+    # Generate only the channels asked for; the generator gives each channel the same values either way.
+    channels = [c.upper() for c in (channels or OCCIPITAL_9)]
+    return EEGEpochs.concatenate(
+        [benchmark_layout_epochs(generate_subject(s, seed, blocks=blocks, snr=snr, channels=channels), s, channels)
+         for s in subjects]
+    )
 
 
-def _benchmark_folder(path: Path, params: dict[str, str], meta: Meta) -> Dataset:
-    from edge.data.benchmark import read_benchmark_subject
-    from edge.data.preprocess import ssvep_epochs
+def benchmark_layout_epochs(data: np.ndarray, subject: int, channels: list[str]) -> EEGEpochs:
+    """Benchmark layout [channels, samples, targets, blocks] as epochs, block-major then target."""
+    from edge.data.benchmark import BENCHMARK_FREQS, ONSET_SAMPLE, SAMPLE_RATE
+
+    n_ch, n_samples, n_targets, n_blocks = data.shape
+    x = np.ascontiguousarray(data.transpose(3, 2, 0, 1).reshape(n_blocks * n_targets, n_ch, n_samples))
+    freqs = [float(f) for f in BENCHMARK_FREQS[:n_targets]]
+    return EEGEpochs(
+        x.astype(np.float32, copy=False), np.tile(np.arange(n_targets, dtype=np.int64), n_blocks), float(SAMPLE_RATE),
+        list(channels), [f"{f:.1f} Hz" for f in freqs], np.full(len(x), subject, dtype=np.int64),
+        np.full(len(x), "1"), np.repeat(np.arange(n_blocks, dtype=np.int64), n_targets), ONSET_SAMPLE, freqs,
+    )
+
+
+def _benchmark_epochs(path: Path, params: dict[str, str], channels: list[str] | None) -> EEGEpochs:
+    from edge.data.benchmark import BENCHMARK_CHANNELS, OCCIPITAL_9, read_benchmark_subject
 
     files = {int(m.group(1)): f for f in path.glob("S*.mat") if (m := re.fullmatch(r"S(\d+)\.mat", f.name))}
     subjects = parse_subjects(params["subjects"]) if "subjects" in params else sorted(files)
     absent = [s for s in subjects if s not in files]
     if absent:
         raise DataError(f"no S{absent[0]}.mat in the folder.", where=str(path))
-    settings = ssvep_settings(meta)
-    xs, ys, groups = [], [], []
-    for subject in subjects:
-        x, y, block = ssvep_epochs(read_benchmark_subject(files[subject]), **settings)
-        xs.append(x)
-        ys.append(y)
-        groups.extend(f"S{subject}/B{b + 1}" for b in block)
-    return Dataset(str(path), np.concatenate(xs), np.concatenate(ys), np.array(groups))
+    upper = [c.upper() for c in BENCHMARK_CHANNELS]
+    names = [c.upper() for c in (channels or OCCIPITAL_9)]
+    missing = [c for c in names if c not in upper]
+    if missing:
+        raise DataError(f"channels {missing} are not in the Benchmark montage.", where=str(path))
+    rows = [upper.index(c) for c in names]
+    return EEGEpochs.concatenate(
+        [benchmark_layout_epochs(read_benchmark_subject(files[s])[rows], s, names) for s in subjects]
+    )
 
 
 def _npz(path: Path) -> Dataset:

@@ -102,20 +102,59 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
 @click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where the run folder is created.")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Measure peak memory.")
+@click.option("--baseline", "baselines", multiple=True, metavar="NAME",
+              help="Also run a classic SSVEP method on the same trials: cca, fbcca, etrca (repeatable).")
 @json_option
 def eval_command(model: str, data_spec: str, device: str, runs: int, reference: str | None, out_dir: str,
-                 memory: bool, as_json: bool) -> None:
+                 memory: bool, baselines: tuple[str, ...], as_json: bool) -> None:
     """Evaluate MODEL on DATASPEC: accuracy, ITR, confusion, latency, size and memory."""
     from edge.evaluate import run_evaluation
-    from edge.report import format_table
+    from edge.report import format_table, per_subject_table
 
     results, folder = run_evaluation(model, data_spec, device=device, runs=runs, reference=reference,
-                                     out_dir=out_dir, measure_memory=memory)
+                                     out_dir=out_dir, measure_memory=memory, baselines=baselines)
     if as_json:
         click.echo(json.dumps(results, indent=2))
-    else:
-        click.echo(format_table({Path(model).name: results}))
-        click.echo(f"results: {folder / 'results.json'}")
+        return
+    columns = {Path(model).name: results, **results.get("baselines", {})}
+    click.echo(format_table(columns))
+    subjects = per_subject_table(columns)
+    if subjects:
+        click.echo("\n" + subjects)
+    click.echo(f"results: {folder / 'results.json'}")
+
+
+@main.command()
+@click.option("--data", "data_spec", required=True, metavar="DATASPEC",
+              help="Whole SSVEP trials: synthetic-ssvep:..., a Benchmark folder or an SSVEPExo folder.")
+@click.option("--method", "methods", multiple=True, default=("cca", "fbcca", "etrca"), show_default=True,
+              help="Classic method to sweep (repeatable).")
+@click.option("--windows", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0", show_default=True,
+              help="Comma-separated window lengths in seconds.")
+@click.option("--latency", default=0.14, show_default=True, type=float, help="Visual latency before the window (s).")
+@click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where the run folder is created.")
+@json_option
+def sweep(data_spec: str, methods: tuple[str, ...], windows: str, latency: float, out_dir: str, as_json: bool) -> None:
+    """Accuracy and ITR of classic SSVEP methods against window length, with the ITR curve plotted."""
+    from edge.evaluate import window_sweep
+    from edge.families.ssvep.baselines import make_baseline
+    from edge.report import format_sweep, new_run_folder, plot_sweep, write_results
+
+    try:
+        lengths = [float(w) for w in windows.split(",") if w.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{windows}' is not a comma-separated list of seconds.", param_hint="--windows")
+    for name in methods:
+        if name.lower() not in ("cca", "fbcca", "etrca"):
+            make_baseline(name)
+    result = window_sweep(data_spec, [m.lower() for m in methods], lengths, latency_s=latency)
+    folder = new_run_folder(out_dir, "sweep")
+    write_results(folder, result)
+    plot_sweep(result, folder / "itr_curve.png")
+    click.echo(json.dumps(result, indent=2) if as_json else format_sweep(result))
+    if not as_json:
+        click.echo(f"run folder: {folder} (itr_curve.png)")
 
 
 @main.command()

@@ -227,8 +227,12 @@ def run_evaluation(
     reference: str | None = None,
     out_dir: str = "runs",
     measure_memory: bool = True,
+    baselines: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], Any]:
-    """Evaluate a model file or zoo name on a dataset spec and write a run folder; returns (results, folder)."""
+    """Evaluate a model file or zoo name (and classic baselines) on a dataset spec; returns (results, folder).
+
+    The run folder holds results.json (the model's document, baselines under "baselines") and plots.
+    """
     from edge.data.registry import load_dataset
     from edge.models import resolve_model
     from edge.report import new_run_folder, write_results
@@ -240,6 +244,23 @@ def run_evaluation(
     if reference is not None:
         _, parent = resolve_model(reference)
         results["metrics"]["agreement_with_reference"] = agreement(parent, artifact, dataset.x, device)
+    if baselines:
+        from edge.families.ssvep.baselines import make_baseline
+
+        for name in baselines:  # fail on a misspelt name before any work
+            if name.lower() not in ("cca", "fbcca", "etrca"):
+                make_baseline(name)
+        speller = artifact.meta.task.get("kind") == "ssvep-speller"
+        n_classes = int(np.prod([d for d in artifact.meta.outputs[0].shape[1:] if isinstance(d, int)]))
+        results["baselines"] = {
+            name.lower(): evaluate_baseline(
+                name, dataset, n_classes=n_classes,
+                window_s=artifact.meta.preprocessing.window_s if speller else None,
+                gaze_shift_s=float(artifact.meta.task.get("gaze_shift_s", 0.5)),
+                latency_runs=min(runs, 50),
+            )
+            for name in baselines
+        }
     folder = new_run_folder(out_dir, "eval")
     write_results(folder, results)
     return results, folder
@@ -250,3 +271,78 @@ def agreement(reference: Artifact, candidate: Artifact, x: np.ndarray, device: s
     a = predict(reference, x, device).reshape(len(x), -1).argmax(1)
     b = predict(candidate, x, device).reshape(len(x), -1).argmax(1)
     return float(np.mean(a == b))
+
+
+def baseline_predictions(name: str, raw: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                         stim_freqs: list[float], sample_rate: float) -> np.ndarray:
+    """Predictions of a classic SSVEP method; eTRCA is trained leave-one-block-out within each subject."""
+    from edge.data.splits import per_subject
+    from edge.families.ssvep.baselines import make_baseline
+
+    key = name.lower()
+    if key != "etrca":
+        kwargs = {"stim_freqs": stim_freqs, "sample_rate": sample_rate}
+        if key == "cca":
+            kwargs["harmonics"] = 2
+        return make_baseline(key, **kwargs).fit().predict(raw)
+    subjects = np.array([str(g).split("/")[0] for g in groups])
+    blocks = np.array([str(g).split("/")[-1] for g in groups])
+    predicted = np.empty(len(y), dtype=np.int64)
+    for _, train, test in per_subject(subjects, blocks=blocks):
+        model = make_baseline("etrca", sample_rate=sample_rate).fit(raw[train], y[train])
+        predicted[test] = model.predict(raw[test])
+    return predicted
+
+
+def evaluate_baseline(name: str, dataset: Dataset, *, n_classes: int, window_s: float | None = None,
+                      gaze_shift_s: float = 0.5, latency_runs: int = 50) -> dict[str, Any]:
+    """Task metrics and single-trial latency of a classic method on the dataset's raw windows."""
+    import time
+
+    if dataset.raw is None or not dataset.stim_freqs or dataset.y is None:
+        raise DataError("baselines need SSVEP trials with stimulus frequencies (synthetic-ssvep, a Benchmark "
+                        "folder or an SSVEPExo folder), not plain arrays.", where=dataset.name)
+    sample_rate = float(dataset.sample_rate or 250.0)
+    predicted = baseline_predictions(name, dataset.raw, dataset.y, dataset.groups, dataset.stim_freqs, sample_rate)
+    metrics = label_metrics(dataset.y, predicted, n_classes, dataset.groups, itr_window_s=window_s,
+                            gaze_shift_s=gaze_shift_s)
+    if name.lower() in ("cca", "fbcca"):
+        from edge.families.ssvep.baselines import make_baseline
+
+        kwargs = {"harmonics": 2} if name.lower() == "cca" else {}
+        model = make_baseline(name.lower(), stim_freqs=dataset.stim_freqs, sample_rate=sample_rate, **kwargs).fit()
+        times = []
+        for i in range(latency_runs):
+            start = time.perf_counter()
+            model.predict(dataset.raw[i % len(dataset.raw)][None])
+            times.append((time.perf_counter() - start) * 1e3)
+        metrics["latency_ms"] = {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)),
+                                 "p99": float(np.percentile(times, 99)), "mean": float(np.mean(times)),
+                                 "runs": latency_runs, "warmup": 0, "batch": 1, "engine": "numpy/scipy"}
+    return {"schema_version": RESULTS_SCHEMA_VERSION, "method": name.lower(), "environment": environment(),
+            "data": {"spec": dataset.name, "trials": len(dataset)}, "metrics": metrics}
+
+
+def window_sweep(spec: str, methods: list[str], windows: list[float], *, latency_s: float = 0.14,
+                 gaze_shift_s: float = 0.5, channels: list[str] | None = None) -> dict[str, Any]:
+    """Accuracy and ITR of classic methods at each window length on whole-trial SSVEP data."""
+    from edge.data.registry import load_epochs
+
+    epochs = load_epochs(spec, channels)
+    if not epochs.stim_freqs:
+        raise DataError("a window sweep needs stimulus frequencies.", where=spec)
+    groups = np.array([f"S{s}/B{b + 1}" for s, b in zip(epochs.subject, epochs.block, strict=True)])
+    n_classes = len(epochs.classes)
+    rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for window_s in windows:
+        raw = epochs.window(latency_s, window_s)
+        for method in methods:
+            predicted = baseline_predictions(method, raw, epochs.y, groups, epochs.stim_freqs, epochs.sample_rate)
+            m = label_metrics(epochs.y, predicted, n_classes, groups, itr_window_s=window_s, gaze_shift_s=gaze_shift_s)
+            rows[method].append({"window_s": window_s, "accuracy": m["accuracy"]["value"],
+                                 "itr_bits_per_min": m["itr_bits_per_min"]["value"],
+                                 "itr_of_mean_accuracy": m["itr_bits_per_min"]["of_mean_accuracy"]})
+    return {"schema_version": RESULTS_SCHEMA_VERSION, "environment": environment(),
+            "data": {"spec": spec, "trials": len(epochs), "classes": n_classes},
+            "itr_convention": f"mean of per-(subject, block) ITRs; selection time = window + {gaze_shift_s} s",
+            "latency_s": latency_s, "methods": rows}

@@ -128,3 +128,40 @@ def plot_confusion(confusion: list[list[int]], path: Path) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
+
+
+def format_sweep(sweep: dict[str, Any]) -> str:
+    """Accuracy % / ITR bits/min per method and window, one row per window."""
+    methods = list(sweep["methods"])
+    windows = [row["window_s"] for row in sweep["methods"][methods[0]]]
+    lines = ["window s  " + "  ".join(f"{m + ' acc% / ITR':>22}" for m in methods)]
+    for i, window in enumerate(windows):
+        cells = [f"{100 * sweep['methods'][m][i]['accuracy']:6.1f} / {sweep['methods'][m][i]['itr_bits_per_min']:6.1f}"
+                 for m in methods]
+        lines.append(f"{window:<8.2f}  " + "  ".join(f"{c:>22}" for c in cells))
+    lines.append(f"ITR: {sweep['itr_convention']}")
+    return "\n".join(lines)
+
+
+def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
+    """Save accuracy and ITR against window length as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc_ax, itr_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, rows in sweep["methods"].items():
+        windows = [r["window_s"] for r in rows]
+        acc_ax.plot(windows, [100 * r["accuracy"] for r in rows], marker="o", label=method)
+        itr_ax.plot(windows, [r["itr_bits_per_min"] for r in rows], marker="o", label=method)
+    acc_ax.set(xlabel="window length (s)", ylabel="accuracy (%)", title="accuracy")
+    itr_ax.set(xlabel="window length (s)", ylabel="ITR (bits/min)", title="information transfer rate")
+    for ax in (acc_ax, itr_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

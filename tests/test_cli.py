@@ -176,3 +176,41 @@ def test_bad_recipe(reference_path: Path, tmp_path: Path, body: str) -> None:
     code, out = run("convert", str(reference_path), "--recipe", str(recipe), "-o", str(tmp_path / "x.onnx"))
     assert_one_clear_line(code, out, "")
     assert any(word in out for word in ("unknown pass 'prune'", "no parameter 'bits'", "not valid TOML"))
+
+
+def test_eval_prints_baselines_beside_the_network(reference_path: Path, tmp_path: Path) -> None:
+    code, out = run("eval", str(reference_path), "--data", "synthetic-ssvep:subjects=31-32,blocks=3", "--runs", "5",
+                    "--no-memory", "--baseline", "fbcca", "--baseline", "etrca", "--out-dir", str(tmp_path))
+    assert code == 0, out
+    header = out.splitlines()[0].split()
+    assert header == ["metric", reference_path.name, "fbcca", "etrca"]
+    assert "S31" in out and "S32" in out  # per-subject rows
+    (folder,) = tmp_path.iterdir()
+    doc = json.loads((folder / "results.json").read_text())
+    assert set(doc["baselines"]) == {"fbcca", "etrca"}
+    assert doc["baselines"]["etrca"]["metrics"]["accuracy"]["n"] == 240
+
+
+def test_unknown_baseline_suggests_the_nearest(reference_path: Path) -> None:
+    code, out = run("eval", str(reference_path), "--data", HELDOUT, "--baseline", "fbca")
+    assert_one_clear_line(code, out, "Did you mean 'fbcca'")
+
+
+def test_baseline_on_plain_arrays_is_refused(reference_path: Path, tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 9, 100), np.float32), y=np.zeros(4, int))
+    code, out = run("eval", str(reference_path), "--data", str(tmp_path / "d.npz"), "--baseline", "cca", "--no-memory")
+    assert_one_clear_line(code, out, "baselines need SSVEP trials")
+
+
+def test_sweep_table_json_and_itr_plot(tmp_path: Path) -> None:
+    code, out = run("sweep", "--data", "synthetic-ssvep:subjects=32-32,blocks=3", "--windows", "0.3,1.0",
+                    "--method", "fbcca", "--method", "cca", "--out-dir", str(tmp_path), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert [r["window_s"] for r in doc["methods"]["fbcca"]] == [0.3, 1.0]
+    for rows in doc["methods"].values():
+        assert rows[0]["accuracy"] < rows[1]["accuracy"]
+    (folder,) = tmp_path.iterdir()
+    assert (folder / "itr_curve.png").stat().st_size > 5000
+    code, out = run("sweep", "--data", "synthetic-ssvep:subjects=32-32", "--windows", "0.3,x")
+    assert code == 2 and "not a comma-separated list" in out

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.signal
 
+from edge.data.epochs import round_half_away
 from edge.errors import DataError
 
-__all__ = ["GUNEY_BANDS", "filter_bank", "ssvep_epochs"]
+__all__ = ["GUNEY_BANDS", "filter_bank", "ssvep_epochs", "ssvep_windows"]
 
 GUNEY_BANDS: tuple[tuple[float, float], ...] = ((8.0, 90.0), (16.0, 90.0), (24.0, 90.0))
 
@@ -47,6 +48,52 @@ def filter_bank(
     return np.stack(out, axis=-3)
 
 
+def ssvep_windows(
+    data: np.ndarray,
+    window_s: float,
+    *,
+    sample_rate: float = 250,
+    onset_sample: int = 125,
+    latency_s: float = 0.14,
+    channel_idx: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slice Benchmark-layout data [C, T, targets, blocks] into raw windows (x, y, block), block-major."""
+    data = np.asarray(data)
+    if data.ndim != 4:
+        raise DataError(
+            "The 'data' parameter of ssvep_windows must be shaped [channels, samples, targets, blocks]. "
+            f"Got shape {data.shape} instead."
+        )
+    n_ch, n_samples, n_targets, n_blocks = data.shape
+    rows = np.asarray(channel_idx, dtype=np.int64).reshape(-1)
+    if rows.size == 0:
+        raise DataError("The 'channel_idx' parameter of ssvep_windows is empty; give at least one channel.")
+    bad = rows[(rows < 0) | (rows >= n_ch)]
+    if bad.size:
+        raise DataError(
+            f"The 'channel_idx' parameter of ssvep_windows must index 0..{n_ch - 1} "
+            f"(the data has {n_ch} channels). Got {int(bad[0])} instead."
+        )
+    start = int(onset_sample) + round_half_away(latency_s * sample_rate)
+    n = round_half_away(window_s * sample_rate)
+    if n < 1:
+        raise DataError(
+            "The 'window_s' parameter of ssvep_windows must give at least one sample. "
+            f"Got {window_s!r} instead."
+        )
+    if start < 0 or start + n > n_samples:
+        raise DataError(
+            f"The window of {window_s} s starting at sample {start} runs past the {n_samples}-sample "
+            "epoch; use a shorter window_s or latency_s."
+        )
+    window = data[rows, start : start + n]  # [C, N, targets, blocks]
+    x = window.transpose(3, 2, 0, 1).reshape(n_blocks * n_targets, rows.size, n)
+    y = np.tile(np.arange(n_targets, dtype=np.int64), n_blocks)
+    block = np.repeat(np.arange(n_blocks, dtype=np.int64), n_targets)
+    return x, y, block
+
+
+
 def ssvep_epochs(
     data: np.ndarray,
     *,
@@ -58,41 +105,10 @@ def ssvep_epochs(
     bands: Sequence[tuple[float, float]] = GUNEY_BANDS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut Benchmark-layout data [C, T, targets, blocks] into filtered trials (x, y, block)."""
-    data = np.asarray(data)
-    if data.ndim != 4:
-        raise DataError(
-            "ssvep_epochs needs data shaped [channels, samples, targets, blocks], "
-            f"got shape {list(data.shape)}."
-        )
-    n_ch, n_samples, n_targets, n_blocks = data.shape
-    channel_idx = np.asarray(channel_idx, dtype=np.int64).reshape(-1)
-    if channel_idx.size == 0:
-        raise DataError("ssvep_epochs needs at least one channel in 'channel_idx'.")
-    bad = channel_idx[(channel_idx < 0) | (channel_idx >= n_ch)]
-    if bad.size:
-        raise DataError(
-            f"ssvep_epochs got channel index {int(bad[0])}, but the data has {n_ch} channels (0..{n_ch - 1})."
-        )
-    start = int(onset_sample) + _round_half_away(latency_s * sample_rate)
-    n = _round_half_away(window_s * sample_rate)
-    if n < 1:
-        raise DataError(f"ssvep_epochs needs a window of at least one sample, got window_s={window_s}.")
-    if start < 0 or start + n > n_samples:
-        raise DataError(
-            f"The window of {window_s} s starting at sample {start} runs past the end of the "
-            f"{n_samples}-sample epoch; use a shorter window or latency."
-        )
-    window = data[channel_idx, start : start + n]  # [C, N, targets, blocks]
-    trials = window.transpose(3, 2, 0, 1).reshape(n_blocks * n_targets, channel_idx.size, n)
+    trials, y, block = ssvep_windows(data, window_s, sample_rate=sample_rate, onset_sample=onset_sample,
+                                     latency_s=latency_s, channel_idx=channel_idx)
     x = filter_bank(trials.astype(np.float64), sample_rate, bands).astype(np.float32)
-    y = np.tile(np.arange(n_targets, dtype=np.int64), n_blocks)
-    block = np.repeat(np.arange(n_blocks, dtype=np.int64), n_targets)
     return x, y, block
-
-
-def _round_half_away(value: float) -> int:
-    # MATLAB's round: BETA's 0.13 s latency is 32.5 samples, which MATLAB (and Guney) round to 33.
-    return int(np.sign(value) * np.floor(abs(value) + 0.5))
 
 
 def _bandpass(

@@ -20,6 +20,8 @@ import numpy as np
 import scipy.linalg
 import scipy.signal
 
+from edge.data.epochs import round_half_away
+from edge.data.preprocess import ssvep_windows
 from edge.errors import DataError
 
 __all__ = [
@@ -51,51 +53,6 @@ _GPASS_DB, _GSTOP_DB, _RIPPLE_DB = 3.0, 40.0, 0.5
 def filter_bank_weights(sub_bands: int, a: float = 1.25, b: float = 0.25) -> np.ndarray:
     """Sub-band weights w(n) = n^-a + b for n = 1..sub_bands (Chen et al. 2015)."""
     return np.arange(1, sub_bands + 1, dtype=np.float64) ** -float(a) + float(b)
-
-
-def ssvep_windows(
-    data: np.ndarray,
-    window_s: float,
-    *,
-    sample_rate: float = 250,
-    onset_sample: int = 125,
-    latency_s: float = 0.14,
-    channel_idx: Sequence[int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slice Benchmark-layout data [C, T, targets, blocks] into raw windows (x, y, block), block-major."""
-    data = np.asarray(data)
-    if data.ndim != 4:
-        raise DataError(
-            "The 'data' parameter of ssvep_windows must be shaped [channels, samples, targets, blocks]. "
-            f"Got shape {data.shape} instead."
-        )
-    n_ch, n_samples, n_targets, n_blocks = data.shape
-    rows = np.asarray(channel_idx, dtype=np.int64).reshape(-1)
-    if rows.size == 0:
-        raise DataError("The 'channel_idx' parameter of ssvep_windows is empty; give at least one channel.")
-    bad = rows[(rows < 0) | (rows >= n_ch)]
-    if bad.size:
-        raise DataError(
-            f"The 'channel_idx' parameter of ssvep_windows must index 0..{n_ch - 1} "
-            f"(the data has {n_ch} channels). Got {int(bad[0])} instead."
-        )
-    start = int(onset_sample) + _round_half_away(latency_s * sample_rate)
-    n = _round_half_away(window_s * sample_rate)
-    if n < 1:
-        raise DataError(
-            "The 'window_s' parameter of ssvep_windows must give at least one sample. "
-            f"Got {window_s!r} instead."
-        )
-    if start < 0 or start + n > n_samples:
-        raise DataError(
-            f"The window of {window_s} s starting at sample {start} runs past the {n_samples}-sample "
-            "epoch; use a shorter window_s or latency_s."
-        )
-    window = data[rows, start : start + n]  # [C, N, targets, blocks]
-    x = window.transpose(3, 2, 0, 1).reshape(n_blocks * n_targets, rows.size, n)
-    y = np.tile(np.arange(n_targets, dtype=np.int64), n_blocks)
-    block = np.repeat(np.arange(n_blocks, dtype=np.int64), n_targets)
-    return x, y, block
 
 
 class _Baseline:
@@ -291,11 +248,6 @@ def make_baseline(name: str, **kw) -> CCA | FBCCA | ETRCA:
             f"Unknown SSVEP baseline '{name}'; choose one of {', '.join(_BASELINES)}.{hint}"
         )
     return _BASELINES[key](**kw)
-
-
-def _round_half_away(value: float) -> int:
-    # MATLAB's round, so BETA's 0.13 s latency (32.5 samples) gives 33 as in the published code.
-    return int(np.sign(value) * np.floor(abs(value) + 0.5))
 
 
 def _check_rate(owner: object, sample_rate: float) -> float:

@@ -135,3 +135,15 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path: Path) -> No
     path = _with_external_weight(tmp_path, "../outside.bin")
     with pytest.raises(ModelReadError, match="outside the model's folder"):
         read_artifact(path)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = write_artifact(Artifact.from_model(tiny_conv_model()), tmp_path / "out.onnx")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -5,6 +5,8 @@ Accepted specs:
 - ``synthetic-ssvep:subjects=31-35,seed=0,blocks=6,snr=1`` — the seeded generator (bci.md §6);
 - a folder of Tsinghua Benchmark files ``S1.mat, S2.mat, ...`` — optionally ``folder:subjects=1-3``;
 - an SSVEPExo folder (``subjectNN/sessionK-raw.fif`` + events) — optionally ``folder:subjects=1-2``;
+- for EEG classifiers, a recording (.edf/.gdf/.fif/.bdf) or a folder of them — ``folder:runs=6+10`` picks
+  PhysioNet-style runs, ``events=T1+T2`` names each class's event code (default: the model's own);
 - ``file.npz`` holding ``x`` (already in the model's input layout) and ``y``;
 - a folder of ``.npy`` trials with ``labels.csv`` (columns ``file,label``).
 """
@@ -58,6 +60,8 @@ def load_dataset(spec: str, meta: Meta) -> Dataset:
         dataset = _npz(path)
     elif path.is_dir() and (path / "labels.csv").is_file():
         dataset = _npy_folder(path)
+    elif meta.family == "eeg" and (_is_recording(path) or (path.is_dir() and any(filter(_is_recording, path.iterdir())))):
+        dataset = _recordings(path, params, meta)
     elif name in GENERATORS or (path.is_dir() and (any(path.glob("S*.mat")) or any(path.glob("subject*")))):
         channels = ssvep_settings(meta)["channels"] or None
         dataset = shape_for_model(load_epochs(spec, channels), meta, spec)
@@ -258,6 +262,58 @@ def _benchmark_epochs(path: Path, params: dict[str, str], channels: list[str] | 
     return EEGEpochs.concatenate(
         [benchmark_layout_epochs(read_benchmark_subject(files[s])[rows], s, names) for s in subjects]
     )
+
+
+RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif")
+
+
+def _is_recording(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in RECORDING_SUFFIXES
+
+
+def _recordings(path: Path, params: dict[str, str], meta: Meta) -> Dataset:
+    """EEG recordings cut and preprocessed as an EEG classifier's metadata says (band, window, standardisation)."""
+    from edge.data.eeg_files import read_eeg_file
+
+    unknown = sorted(set(params) - {"runs", "files", "events"})
+    if unknown:
+        raise DataError(f"recordings take the parameters runs, files and events; not {unknown[0]!r}.", where=str(path))
+    if path.is_file():
+        files = [path]
+    elif "runs" in params:
+        files = []
+        text = params["runs"].replace("R", "").replace("r", "")
+        # Unlike subjects=4 (a count), runs=14 means run 14 alone.
+        for run in parse_subjects(f"{text}-{text}" if text.isdigit() else text):
+            matches = sorted(path.glob(f"*R{run:02d}.*"))
+            if not matches:
+                raise DataError(f"no recording of run {run} (a file named *R{run:02d}.edf or similar).", where=str(path))
+            files += matches
+    elif "files" in params:
+        files = [path / f for f in params["files"].split("+")]
+    else:
+        files = sorted(filter(_is_recording, path.iterdir()))
+    codes = params["events"].split("+") if "events" in params else list(meta.extra.get("event_codes", []))
+    if len(codes) != len(meta.labels):
+        raise DataError(f"name the event code of each of the model's {len(meta.labels)} classes "
+                        f"({', '.join(meta.labels)}) with events=CODE+CODE.", where=str(path))
+    pre = meta.preprocessing
+    band = pre.filter.get("band_hz") or [None, None]
+    window = pre.window_s or 0.0
+    parts = [read_eeg_file(f, classes=dict(zip(codes, meta.labels, strict=True)), tmin=pre.latency_s,
+                           tmax=pre.latency_s + window, l_freq=band[0], h_freq=band[1],
+                           channels=list(pre.channels) or None, block=i)
+             for i, f in enumerate(files)]
+    epochs = EEGEpochs.concatenate(parts)
+    if pre.sample_rate and epochs.sample_rate != pre.sample_rate:
+        raise DataError(f"the recordings are sampled at {epochs.sample_rate:g} Hz but the model expects "
+                        f"{pre.sample_rate:g} Hz.", where=str(path))
+    x = epochs.x.astype(np.float64)
+    standardize = pre.filter.get("standardize")
+    if standardize:
+        x = (x - np.asarray(standardize["mean"])[None, :, None]) / np.asarray(standardize["std"])[None, :, None]
+    groups = np.array([f"{Path(files[b]).stem}" for b in epochs.block])
+    return Dataset(str(path), x[:, None].astype(np.float32), epochs.y, groups, sample_rate=epochs.sample_rate)
 
 
 def _npz(path: Path) -> Dataset:

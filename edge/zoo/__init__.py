@@ -7,7 +7,10 @@ from pathlib import Path
 from edge.errors import ModelReadError
 
 ZOO_DIR = Path(__file__).parent
-MODELS = {"ssvep-guney-9ch-0.4s": "ssvep_guney_9ch_0.4s.onnx"}
+MODELS = {
+    "ssvep-guney-9ch-0.4s": "ssvep_guney_9ch_0.4s.onnx",
+    "eegnet-mmi-s001": "eegnet_mmi_s001.onnx",
+}
 
 
 def zoo_path(name: str) -> Path:

@@ -119,3 +119,23 @@ def test_benchmark_folder_matches_the_generator(tmp_path: Path, meta) -> None:
     generated = load_dataset("synthetic-ssvep:subjects=2-2,blocks=2,seed=0", meta)
     np.testing.assert_allclose(from_files.x, generated.x, rtol=1e-5, atol=1e-4)
     assert list(from_files.groups[:1]) == ["S2/B1"]
+
+
+MMI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "eegmmidb_s001"
+
+
+@pytest.mark.skipif(not MMI.is_dir(), reason="../shared/data is not beside this checkout")
+def test_recordings_are_cut_and_standardised_for_an_eeg_classifier() -> None:
+    from edge import read_artifact, zoo_path
+
+    meta = read_artifact(zoo_path("eegnet-mmi-s001")).meta
+    data = load_dataset(f"{MMI}:runs=14", meta)
+    assert data.x.shape == (15, 1, 21, 640)
+    assert set(data.groups) == {"S001R14"}
+    assert abs(float(data.x.mean())) < 0.5 and 0.3 < float(data.x.std()) < 3  # standardised per channel
+    both = load_dataset(f"{MMI}:runs=6+10", meta)
+    assert len(both) == 30 and set(both.groups) == {"S001R06", "S001R10"}
+    with pytest.raises(DataError, match="no recording of run 3"):
+        load_dataset(f"{MMI}:runs=3", meta)
+    with pytest.raises(DataError, match="event code of each of the model's 2 classes"):
+        load_dataset(f"{MMI}:runs=14,events=T1", meta)

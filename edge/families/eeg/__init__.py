@@ -1,0 +1,1 @@
+"""EEG classifiers (EEGNet, Q-EEGNet, Shallow ConvNet, EEG-TCNet): models, training, ONNX export."""

@@ -4,6 +4,7 @@ Accepted specs:
 
 - ``synthetic-ssvep:subjects=31-35,seed=0,blocks=6,snr=1`` — the seeded generator (bci.md §6);
 - a folder of Tsinghua Benchmark files ``S1.mat, S2.mat, ...`` — optionally ``folder:subjects=1-3``;
+  BETA files of the same names with ``folder:format=beta``;
 - an SSVEPExo folder (``subjectNN/sessionK-raw.fif`` + events) — optionally ``folder:subjects=1-2``;
 - for EEG classifiers, a recording (.edf/.gdf/.fif/.bdf) or a folder of them — ``folder:runs=6+10`` picks
   PhysioNet-style runs, ``events=T1+T2`` names each class's event code (default: the model's own);
@@ -253,6 +254,14 @@ def _benchmark_epochs(path: Path, params: dict[str, str], channels: list[str] | 
     absent = [s for s in subjects if s not in files]
     if absent:
         raise DataError(f"no S{absent[0]}.mat in the folder.", where=str(path))
+    layout = params.get("format", "benchmark")
+    if layout == "beta":
+        from edge.data.beta import read_beta_subject
+
+        parts = [read_beta_subject(files[s], subject=s) for s in subjects]
+        return EEGEpochs.concatenate([p.pick_channels(list(channels or OCCIPITAL_9)) for p in parts])
+    if layout != "benchmark":
+        raise DataError(f"format='{layout}' is not known; S*.mat folders are format=benchmark or format=beta.")
     upper = [c.upper() for c in BENCHMARK_CHANNELS]
     names = [c.upper() for c in (channels or OCCIPITAL_9)]
     missing = [c for c in names if c not in upper]
@@ -268,7 +277,9 @@ RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif")
 
 
 def _is_recording(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in RECORDING_SUFFIXES
+    """An EEG recording MNE reads, or a BCI Competition IV 2a .mat file."""
+    return path.is_file() and (path.suffix.lower() in RECORDING_SUFFIXES
+                               or re.fullmatch(r"A0\d[TE]\.mat", path.name) is not None)
 
 
 def _recordings(path: Path, params: dict[str, str], meta: Meta) -> Dataset:
@@ -293,18 +304,46 @@ def _recordings(path: Path, params: dict[str, str], meta: Meta) -> Dataset:
         files = [path / f for f in params["files"].split("+")]
     else:
         files = sorted(filter(_is_recording, path.iterdir()))
+    pre = meta.preprocessing
+    if any(re.fullmatch(r"A0\d[TE]\.mat", f.name) for f in files):
+        return _bciiv2a(files, meta, str(path))
     codes = params["events"].split("+") if "events" in params else list(meta.extra.get("event_codes", []))
     if len(codes) != len(meta.labels):
         raise DataError(f"name the event code of each of the model's {len(meta.labels)} classes "
                         f"({', '.join(meta.labels)}) with events=CODE+CODE.", where=str(path))
-    pre = meta.preprocessing
     band = pre.filter.get("band_hz") or [None, None]
     window = pre.window_s or 0.0
     parts = [read_eeg_file(f, classes=dict(zip(codes, meta.labels, strict=True)), tmin=pre.latency_s,
                            tmax=pre.latency_s + window, l_freq=band[0], h_freq=band[1],
                            channels=list(pre.channels) or None, block=i)
              for i, f in enumerate(files)]
+    return _eeg_model_input(EEGEpochs.concatenate(parts), meta, [f.stem for f in files], str(path))
+
+
+def _bciiv2a(files: list[Path], meta: Meta, name: str) -> Dataset:
+    """BCI Competition IV 2a .mat files cut at the model's window (seconds after each trial start)."""
+    import mne
+
+    from edge.data.bciiv2a import read_bciiv2a_mat
+
+    pre = meta.preprocessing
+    parts = [read_bciiv2a_mat(f, tmin=pre.latency_s, tmax=pre.latency_s + (pre.window_s or 4.0)) for f in files]
+    for i, part in enumerate(parts):
+        part.block = np.full(len(part), i, dtype=np.int64)
     epochs = EEGEpochs.concatenate(parts)
+    if pre.channels:
+        epochs = epochs.pick_channels(list(pre.channels))
+    band = pre.filter.get("band_hz")
+    if band:
+        # The files hold cut trials, so the band-pass runs per trial rather than on the recording.
+        epochs.x = mne.filter.filter_data(epochs.x.astype(np.float64), epochs.sample_rate, band[0], band[1],
+                                          verbose="ERROR").astype(np.float32)
+    return _eeg_model_input(epochs, meta, [f.stem for f in files], name)
+
+
+def _eeg_model_input(epochs: EEGEpochs, meta: Meta, block_names: list[str], path: str) -> Dataset:
+    """Standardise per channel as the metadata says and add the model's singleton axis."""
+    pre = meta.preprocessing
     if pre.sample_rate and epochs.sample_rate != pre.sample_rate:
         raise DataError(f"the recordings are sampled at {epochs.sample_rate:g} Hz but the model expects "
                         f"{pre.sample_rate:g} Hz.", where=str(path))
@@ -312,8 +351,8 @@ def _recordings(path: Path, params: dict[str, str], meta: Meta) -> Dataset:
     standardize = pre.filter.get("standardize")
     if standardize:
         x = (x - np.asarray(standardize["mean"])[None, :, None]) / np.asarray(standardize["std"])[None, :, None]
-    groups = np.array([f"{Path(files[b]).stem}" for b in epochs.block])
-    return Dataset(str(path), x[:, None].astype(np.float32), epochs.y, groups, sample_rate=epochs.sample_rate)
+    groups = np.array([block_names[b] for b in epochs.block])
+    return Dataset(path, x[:, None].astype(np.float32), epochs.y, groups, sample_rate=epochs.sample_rate)
 
 
 def _npz(path: Path) -> Dataset:

@@ -139,3 +139,34 @@ def test_recordings_are_cut_and_standardised_for_an_eeg_classifier() -> None:
         load_dataset(f"{MMI}:runs=3", meta)
     with pytest.raises(DataError, match="event code of each of the model's 2 classes"):
         load_dataset(f"{MMI}:runs=14,events=T1", meta)
+
+
+def test_beta_folder_feeds_an_ssvep_model(tmp_path: Path, meta) -> None:
+    from edge.data.beta import write_beta_subject
+
+    eeg = np.random.default_rng(0).normal(size=(64, 750, 4, 40)).astype(np.float32)
+    write_beta_subject(tmp_path / "S3.mat", eeg, subject=3)
+    data = load_dataset(f"{tmp_path}:format=beta", meta)
+    assert data.x.shape == (160, 3, 9, 100)
+    assert data.raw.shape == (160, 9, 100) and len(data.stim_freqs) == 40
+    assert sorted(set(data.groups)) == ["S3/B1", "S3/B2", "S3/B3", "S3/B4"]
+    with pytest.raises(DataError, match="format='gdf' is not known"):
+        load_dataset(f"{tmp_path}:format=gdf", meta)
+
+
+def test_bciiv2a_files_feed_an_eeg_classifier(tmp_path: Path) -> None:
+    from edge.data.bciiv2a import CLASSES, EEG_CHANNELS, write_bciiv2a_mat
+    from edge.families.eeg.export import eeg_meta
+
+    rng = np.random.default_rng(0)
+    starts = np.arange(8) * 2000 + 1
+    run = {"X": rng.normal(size=(16_500, 25)), "trial": starts, "y": np.tile([1, 2, 3, 4], 2),
+           "artifacts": np.zeros(8)}
+    write_bciiv2a_mat(tmp_path / "A01T.mat", [run])
+    meta = eeg_meta(EEG_CHANNELS, 250.0, 4.0, list(CLASSES), tmin_s=2.0, band=(4.0, 40.0),
+                    standardize={"mean": [0.0] * 22, "std": [2.0] * 22})
+    data = load_dataset(str(tmp_path), meta)
+    assert data.x.shape == (8, 1, 22, 1000)
+    assert list(data.y) == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert set(data.groups) == {"A01T"}
+    assert 0.1 < float(data.x.std()) < 0.5  # band-passed white noise, then divided by 2

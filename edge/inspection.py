@@ -43,8 +43,14 @@ def format_description(description: dict[str, Any]) -> str:
     if pre.get("sample_rate"):
         lines.append(
             f"preprocess {pre['sample_rate']:g} Hz, {len(pre['channels'])} channels ({', '.join(pre['channels'])}), "
-            f"window {pre['window_s']} s after {pre['latency_s']} s latency, filter bank {pre['filter_bank']}"
+            f"window {pre['window_s']} s after {pre['latency_s']} s latency"
+            + (f", filter bank {pre['filter_bank']}" if pre["filter_bank"] else "")
         )
+    filt = pre.get("filter") or {}
+    if filt.get("band_hz"):
+        lines.append(f"filter     band-pass {filt['band_hz']} Hz ({filt.get('type', '?')}, {filt.get('applied', '')})")
+    if filt.get("standardize"):
+        lines.append(f"standardize per channel: {filt['standardize']['formula']} ({filt['standardize']['units']})")
     if meta["labels"]:
         shown = ", ".join(meta["labels"][:5]) + (", ..." if len(meta["labels"]) > 5 else "")
         lines.append(f"labels     {len(meta['labels'])}: {shown}")

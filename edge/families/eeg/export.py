@@ -9,8 +9,6 @@ every Conv/Gemm reads its weight straight from an initializer (what per-channel 
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +16,7 @@ import numpy as np
 import onnx
 
 from edge.artifact import Artifact, Meta, PassRecord, Preprocessing, TensorSpec
-from edge.families.eeg.models import _torch
+from edge.families.torch_common import export_graph
 
 # What edge.data.eeg_files.read_eeg_file does with l_freq/h_freq: MNE's default band-pass
 # (FIR, firwin design, Hamming window, zero phase) on the continuous recording, before cutting trials.
@@ -82,23 +80,7 @@ def eeg_meta(
 
 def export_onnx(net: Any, meta: Meta, params: dict[str, Any] | None = None, *, opset: int = 17) -> Artifact:
     """Export a trained network in eval mode to an artifact; ``params`` record how it was trained."""
-    torch = _torch()
-    net.eval()
-    shape = [1 if isinstance(d, str) else d for d in meta.inputs[0].shape]
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.zeros(*shape),),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=[meta.inputs[0].name],
-            output_names=[meta.outputs[0].name],
-            dynamic_axes={meta.inputs[0].name: {0: "batch"}, meta.outputs[0].name: {0: "batch"}},
-        )
-    model = onnx.load_model_from_string(buffer.getvalue())
+    model = export_graph(net, meta, opset)
     _inline_initializer_identities(model)
     onnx.checker.check_model(model)
     arch = meta.task.get("arch", "eeg")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from edge.errors import EngineError
+from edge.families.torch_common import import_torch
 
 # PyTorch warns that even-kernel 'same' padding copies the input; that is the layer as published.
 warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
@@ -25,13 +25,7 @@ ACTIVATIONS = ("elu", "relu")
 
 
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise EngineError(
-            "training and exporting EEG classifiers needs PyTorch: pip install 'edge[train]' (torch==2.13.0)."
-        ) from None
-    return torch
+    return import_torch("training and exporting EEG classifiers")
 
 
 def _check(owner: str, name: str, value: Any, minimum: int) -> None:

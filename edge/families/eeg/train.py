@@ -16,6 +16,7 @@ import numpy as np
 
 from edge.errors import DataError
 from edge.families.eeg.models import _torch, apply_max_norm
+from edge.families.torch_common import predict  # noqa: F401  (part of this module's API)
 
 
 @dataclass
@@ -69,13 +70,3 @@ def train(
             net.train()
     net.eval()
     return net
-
-
-def predict(net: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits (trials, classes) of the network in evaluation mode."""
-    torch = _torch()
-    net.eval()
-    with torch.no_grad():
-        parts = [net(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32))).numpy()
-                 for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts)

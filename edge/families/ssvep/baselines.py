@@ -20,7 +20,6 @@ import numpy as np
 import scipy.linalg
 import scipy.signal
 
-from edge.data.epochs import round_half_away
 from edge.data.preprocess import ssvep_windows
 from edge.errors import DataError
 

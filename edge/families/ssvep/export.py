@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import warnings
 from typing import Any
 
 import onnx
 
 from edge.artifact import Artifact, Meta, PassRecord, Preprocessing, TensorSpec
 from edge.data.benchmark import BENCHMARK_FREQS, BENCHMARK_PHASES, OCCIPITAL_9
-from edge.families.ssvep.model import _torch
+from edge.families.torch_common import export_graph
 
 GUNEY_BANDS = [[8.0, 90.0], [16.0, 90.0], [24.0, 90.0]]
 
@@ -53,23 +51,7 @@ def ssvep_meta(
 
 def export_onnx(net: Any, meta: Meta, *, params: dict[str, Any] | None = None, opset: int = 17) -> Artifact:
     """Export a trained network in eval mode to an artifact; ``params`` record how it was trained."""
-    torch = _torch()
-    net.eval()
-    shape = [1 if isinstance(d, str) else d for d in meta.inputs[0].shape]
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.zeros(*shape),),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=[meta.inputs[0].name],
-            output_names=[meta.outputs[0].name],
-            dynamic_axes={meta.inputs[0].name: {0: "batch"}, meta.outputs[0].name: {0: "batch"}},
-        )
-    model = onnx.load_model_from_string(buffer.getvalue())
+    model = export_graph(net, meta, opset)
     onnx.checker.check_model(model)
     meta.provenance = [*meta.provenance, PassRecord("train-guney", params or {}, None)]
     return Artifact(model, meta)

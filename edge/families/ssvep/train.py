@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.families.ssvep.model import _torch, build_guney_net
+from edge.families.torch_common import predict  # noqa: F401  (part of this module's API)
 
 
 @dataclass
@@ -53,16 +54,6 @@ def finetune(
     tuned.set_dropout(config.finetune_dropout, tuned.drop3.p)
     _fit(tuned, x, y, config.finetune_epochs, config.finetune_batch_size, config, on_epoch)
     return tuned
-
-
-def predict(net: Any, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """Logits of the network in evaluation mode."""
-    torch = _torch()
-    net.eval()
-    with torch.no_grad():
-        parts = [net(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32))).numpy()
-                 for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts)
 
 
 def _fit(

@@ -214,3 +214,20 @@ def test_sweep_table_json_and_itr_plot(tmp_path: Path) -> None:
     assert (folder / "itr_curve.png").stat().st_size > 5000
     code, out = run("sweep", "--data", "synthetic-ssvep:subjects=32-32", "--windows", "0.3,x")
     assert code == 2 and "not a comma-separated list" in out
+
+
+def test_plain_onnx_and_plain_arrays_work_like_a_zoo_model(tiny_model_path: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(64, 2, 1, 8)).astype(np.float32), y=rng.integers(0, 4, 64))
+    data = str(tmp_path / "d.npz")
+    code, out = run("eval", str(tiny_model_path), "--data", data, "--runs", "5", "--no-memory",
+                    "--out-dir", str(tmp_path / "runs"), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["metrics"]["accuracy"]["n"] == 64 and doc["artifact"]["family"] == "unknown"
+    int8 = tmp_path / "tiny_int8.onnx"
+    code, out = run("convert", str(tiny_model_path), "--quantize", "int8", "--calib", data, "-o", str(int8))
+    assert code == 0, out
+    assert "quantize-int8: top-1 agreement" in out and int8.is_file()
+    code, out = run("convert", str(tiny_model_path), "--quantize", "int8", "-o", str(tmp_path / "x.onnx"))
+    assert_one_clear_line(code, out, "needs calibration data")

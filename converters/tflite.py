@@ -1,0 +1,781 @@
+"""Export a QDQ int8 ONNX artifact as an int8 TFLite flatbuffer, written with LiteRT's schema.
+
+The rewrite, node by node in the ONNX graph's (topological) order:
+
+* ``QuantizeLinear``/``DequantizeLinear`` pairs on activations become the int8 tensors' quantization
+  (same scales and zero points as the ONNX model); ``DequantizeLinear`` on int8/int32 initializers
+  becomes int8 weights and int32 biases. The float model input and output keep their ONNX shape and
+  layout: ``QUANTIZE`` after the input, ``DEQUANTIZE`` before the output.
+* ONNX activations are NCHW, TFLite kernels NHWC: a ``TRANSPOSE`` is inserted where a layout change is
+  needed (after the input, before the output); conv weights are rewritten OIHW -> OHWI (depthwise:
+  1HWO); a ``Flatten`` feeding only ``Gemm`` nodes is lowered to a plain ``RESHAPE`` of the NHWC
+  tensor and the fully connected weight columns are permuted to H, W, C order instead.
+* ``Conv`` -> ``CONV_2D`` (group 1) or ``DEPTHWISE_CONV_2D`` (group == input channels), per-channel
+  int8 weights, int32 bias with scale input_scale * weight_scale; ONNX pads equal to TFLite SAME
+  (SAME_UPPER puts the extra pad at the end, as TFLite does) -> SAME, zero -> VALID, others -> ``PAD``.
+  ``Gemm`` -> ``FULLY_CONNECTED``; ``Relu`` after a conv / fully connected op that nothing else reads,
+  with unchanged quantization, is fused (``fused_activation_function = RELU``), otherwise ``RELU``.
+* Nodes the quantizer left in float (between a ``DequantizeLinear`` and a ``QuantizeLinear``) are
+  lowered as float TFLite ops with ``DEQUANTIZE``/``QUANTIZE`` around them, which is what the ONNX
+  graph computes; a fully int8 file needs the quantizer run without float exclusions.
+
+Preconditions: static shapes apart from a symbolic batch dimension (the file is written for batch 1,
+with shape_signature -1 so LiteRT can resize it), int8 QDQ as written by ``QuantizeInt8``. Any node
+outside ``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node. The toolkit metadata
+(``Meta.to_json()``) is stored in the TFLite metadata entry ``edge``; ``io="int8"`` drops the edge
+QUANTIZE / DEQUANTIZE (for NPUs) and records the I/O scales there.
+
+Numerics: TFLite kernels requantize with fixed-point multipliers and two roundings, onnxruntime with
+a float multiplier, so outputs match the ONNX QDQ model to a step or two, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edge.artifact import METADATA_KEY, Artifact, Meta
+from edge.errors import MetadataError, PassError
+
+log = logging.getLogger("edge")
+
+TFLITE_SCHEMA_VERSION = 3
+FILE_IDENTIFIER = b"TFL3"
+
+#: ONNX op types the exporter lowers, and what they become (the supported-ops table of the docs).
+SUPPORTED_OPS = {
+    "QuantizeLinear": "QUANTIZE (model input) or the quantization of an int8 tensor",
+    "DequantizeLinear": "DEQUANTIZE (model output), int8 weights / int32 biases, or nothing",
+    "Conv": "CONV_2D (group 1) or DEPTHWISE_CONV_2D (group == input channels), + PAD for asymmetric pads",
+    "Gemm": "FULLY_CONNECTED (alpha = beta = 1, transA = 0)",
+    "Relu": "fused RELU activation, or RELU",
+    "Flatten": "RESHAPE (fully connected weights permuted to NHWC order), + TRANSPOSE if not feeding Gemm",
+    "Reshape": "RESHAPE (constant shape)",
+    "AveragePool": "AVERAGE_POOL_2D (2-D, no ceil_mode, VALID or SAME without counting pads)",
+    "MaxPool": "MAX_POOL_2D (2-D, no ceil_mode, VALID or SAME)",
+    "Elu": "ELU (alpha = 1)",
+    "Add": "ADD",
+    "Mul": "MUL",
+}
+
+_NHWC = (0, 2, 3, 1)
+_NCHW = (0, 3, 1, 2)
+
+
+def _schema() -> Any:
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:  # pragma: no cover - the dependency is declared
+        raise PassError("the TFLite exporter needs the 'ai-edge-litert' package: pip install ai-edge-litert") from None
+    return schema_py_generated
+
+
+@dataclass
+class _Value:
+    """An ONNX activation as it exists in the TFLite graph."""
+
+    tensor: int
+    shape: tuple[int, ...]  # ONNX (NCHW) shape, batch 1
+    dtype: str  # "int8" or "float32"
+    layout: str = "plain"  # "nchw" (4-D, ONNX order), "nhwc" (4-D, TFLite order), "flat_hwc", "plain"
+    scale: float | None = None
+    zero_point: int | None = None
+    producer: int | None = None  # index of the TFLite operator that writes it
+    flat_chw: tuple[int, ...] | None = None  # for "flat_hwc": the (C, H, W) ONNX flattened
+
+
+class _Exporter:
+    """One export: walks the ONNX graph once and fills a LiteRT ``ModelT``."""
+
+    def __init__(self, artifact: Artifact, io: str) -> None:
+        self.s = _schema()
+        self.artifact = artifact
+        self.io = io
+        self.meta = copy.deepcopy(artifact.meta)
+        self.model = _with_batch_one(artifact.model)
+        graph = self.model.graph
+        self.init = {t.name: t for t in graph.initializer}
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.graph_outputs = {o.name for o in graph.output}
+        self.shapes = _shapes(self.model)
+        original = artifact.model.graph
+        self.symbolic_batch = {v.name for v in list(original.input) + list(original.output) if _symbolic_batch(v)}
+        self.values: dict[str, _Value] = {}
+        self.cache: dict[tuple[int, str], _Value] = {}
+        self.done: set[str] = set()
+        # LiteRT object model
+        self.buffers = [self.s.BufferT()]  # buffer 0 stays empty (schema convention)
+        self.tensors: list[Any] = []
+        self.operators: list[Any] = []
+        self.opcodes: list[Any] = []
+        self.opcode_index: dict[int, int] = {}
+        self.readers: dict[int, int] = {}  # tensor -> how many operators read it
+
+    # -- errors -----------------------------------------------------------------------------------
+    def _fail(self, node: onnx.NodeProto, why: str) -> PassError:
+        return PassError(f"{node.op_type} node '{node.name}' cannot be lowered to TFLite: {why}")
+
+    # -- tensors and operators --------------------------------------------------------------------
+    def _tensor(self, name: str, shape: tuple[int, ...], dtype: str, data: np.ndarray | None = None,
+                scale: Any = None, zero_point: Any = None, axis: int = 0,
+                signature: tuple[int, ...] | None = None) -> int:
+        t = self.s.TensorT()
+        t.name = name
+        t.shape = [int(d) for d in shape]
+        if signature is not None:
+            t.shapeSignature = [int(d) for d in signature]
+        t.type = {"float32": self.s.TensorType.FLOAT32, "int8": self.s.TensorType.INT8,
+                  "int32": self.s.TensorType.INT32}[dtype]
+        if data is not None:
+            buffer = self.s.BufferT()
+            buffer.data = np.ascontiguousarray(data, dtype=np.dtype(dtype)).tobytes()
+            self.buffers.append(buffer)
+            t.buffer = len(self.buffers) - 1
+        if scale is not None:
+            q = self.s.QuantizationParametersT()
+            q.scale = [float(v) for v in np.atleast_1d(scale)]
+            q.zeroPoint = [int(v) for v in np.atleast_1d(zero_point)]
+            q.quantizedDimension = int(axis)
+            t.quantization = q
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def _op(self, code: str, inputs: list[int], outputs: list[int], options: Any = None) -> int:
+        builtin = getattr(self.s.BuiltinOperator, code)
+        if builtin not in self.opcode_index:
+            oc = self.s.OperatorCodeT()
+            oc.builtinCode = builtin
+            oc.deprecatedBuiltinCode = min(builtin, 127)  # 127 = PLACEHOLDER_FOR_GREATER_OP_CODES
+            oc.version = 1
+            self.opcodes.append(oc)
+            self.opcode_index[builtin] = len(self.opcodes) - 1
+        op = self.s.OperatorT()
+        op.opcodeIndex = self.opcode_index[builtin]
+        op.inputs = list(inputs)
+        op.outputs = list(outputs)
+        if options is not None:
+            op.builtinOptionsType = getattr(self.s.BuiltinOptions, type(options).__name__[:-1])
+            op.builtinOptions = options
+        for i in inputs:
+            self.readers[i] = self.readers.get(i, 0) + 1
+        self.operators.append(op)
+        return len(self.operators) - 1
+
+    def _like(self, value: _Value, name: str, shape: tuple[int, ...], layout: str, **changes: Any) -> _Value:
+        """A new activation tensor with the quantization of ``value`` unless ``changes`` says otherwise."""
+        dtype = changes.get("dtype", value.dtype)
+        scale = changes.get("scale", value.scale) if dtype == "int8" else None
+        zp = changes.get("zero_point", value.zero_point) if dtype == "int8" else None
+        tflite_shape = tuple(shape[i] for i in _NHWC) if layout == "nhwc" else shape
+        if layout == "flat_hwc":
+            tflite_shape = shape
+        index = self._tensor(name, tflite_shape, dtype, scale=scale, zero_point=zp)
+        flat = value.flat_chw if layout == "flat_hwc" else None
+        return _Value(index, tuple(shape), dtype, layout, scale, zp, flat_chw=flat)
+
+    # -- layout and type conversions (cached) ------------------------------------------------------
+    def _as(self, value: _Value, layout: str) -> _Value:
+        if value.layout == layout or len(value.shape) != 4:
+            return value
+        key = (value.tensor, layout)
+        if key not in self.cache:
+            if value.layout == "flat_hwc":
+                raise PassError("internal: a flattened NHWC tensor reached an op other than Gemm")
+            perm = _NHWC if layout == "nhwc" else _NCHW
+            out = self._like(value, f"{self.tensors[value.tensor].name}_{layout}", value.shape, layout)
+            out.producer = self._op("TRANSPOSE", [value.tensor, self._const_i32(perm)], [out.tensor],
+                                    self.s.TransposeOptionsT())
+            self.cache[key] = out
+        return self.cache[key]
+
+    def _float(self, value: _Value) -> _Value:
+        if value.dtype == "float32":
+            return value
+        key = (value.tensor, "float32")
+        if key not in self.cache:
+            name = f"{self.tensors[value.tensor].name}_dequantized"
+            out = self._like(value, name, value.shape, value.layout, dtype="float32")
+            out.producer = self._op("DEQUANTIZE", [value.tensor], [out.tensor])
+            self.cache[key] = out
+        return self.cache[key]
+
+    def _requantize(self, value: _Value, scale: float, zero_point: int, name: str) -> _Value:
+        if value.dtype == "int8" and np.float32(value.scale) == np.float32(scale) and value.zero_point == zero_point:
+            return value
+        out = self._like(value, name, value.shape, value.layout, dtype="int8", scale=scale, zero_point=zero_point)
+        out.producer = self._op("QUANTIZE", [value.tensor], [out.tensor], self.s.QuantizeOptionsT())
+        return out
+
+    def _const_i32(self, values: Any) -> int:
+        data = np.asarray(values, dtype=np.int32)
+        return self._tensor(f"const_{len(self.tensors)}", data.shape, "int32", data=data)
+
+    # -- ONNX helpers ------------------------------------------------------------------------------
+    def _array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.init[name])
+
+    def _constant(self, name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int]:
+        """(data, scale, zero_point, axis) of a constant input: an initializer, or its DequantizeLinear."""
+        if name in self.init:
+            return self._array(name), None, None, 0
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "DequantizeLinear" and node.input[0] in self.init:
+            q = self._array(node.input[0])
+            scale = self._array(node.input[1]).astype(np.float32)
+            zp = self._array(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros_like(scale, np.int64)
+            return q, scale, zp, _attr(node, "axis", 1)
+        raise KeyError(name)
+
+    def _weight_name(self, name: str) -> str:
+        """The initializer behind a constant input, so TFLite and ONNX weights share names."""
+        node = self.producer.get(name)
+        return node.input[0] if node is not None and node.op_type == "DequantizeLinear" else name
+
+    def _is_constant(self, name: str) -> bool:
+        try:
+            self._constant(name)
+        except KeyError:
+            return False
+        return True
+
+    def _float_constant(self, name: str) -> np.ndarray:
+        data, scale, zp, axis = self._constant(name)
+        if scale is None:
+            return data.astype(np.float32)
+        shape = [1] * data.ndim
+        if scale.size > 1:
+            shape[axis] = -1
+        return ((data.astype(np.float64) - zp.reshape(shape)) * scale.reshape(shape)).astype(np.float32)
+
+    def _input(self, node: onnx.NodeProto, index: int) -> _Value:
+        name = node.input[index]
+        if name not in self.values:
+            raise self._fail(node, f"its input '{name}' is not an activation the exporter has lowered.")
+        return self.values[name]
+
+    def _output_quantization(self, name: str) -> tuple[float, int, str] | None:
+        """The QuantizeLinear that is the only reader of ``name``: (scale, zero point, its output)."""
+        readers = self.consumers.get(name, [])
+        if len(readers) == 1 and readers[0].op_type == "QuantizeLinear" and name not in self.graph_outputs:
+            q = readers[0]
+            if len(q.input) < 3 or not q.input[2] or self.init[q.input[2]].data_type != onnx.TensorProto.INT8:
+                return None  # not an int8 activation: the node is lowered in float, the Q then fails clearly
+            scale = float(self._array(q.input[1]).reshape(-1)[0])
+            zp = int(self._array(q.input[2]).reshape(-1)[0]) if len(q.input) > 2 and q.input[2] else 0
+            return scale, zp, q.output[0]
+        return None
+
+    def _effective_readers(self, name: str) -> list[onnx.NodeProto | None]:
+        """Nodes that read ``name`` looking through activation Q/DQ; None stands for a graph output."""
+        found: list[onnx.NodeProto | None] = [None] if name in self.graph_outputs else []
+        for node in self.consumers.get(name, []):
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                found.extend(self._effective_readers(node.output[0]))
+            else:
+                found.append(node)
+        return found
+
+    def _finish(self, node: onnx.NodeProto, value: _Value, out_q: tuple[float, int, str] | None) -> None:
+        """Register the lowered output of ``node`` under its ONNX name (and its QuantizeLinear's)."""
+        self.tensors[value.tensor].name = out_q[2] if out_q else node.output[0]
+        self.values[node.output[0]] = value
+        if out_q:
+            self.values[out_q[2]] = value
+            self.done.add(out_q[2])
+
+    def _int8_inputs(self, node: onnx.NodeProto, activations: list[int]) -> bool:
+        """Whether ``node`` runs in int8 in the ONNX graph: int8 activations in, a QuantizeLinear out."""
+        ins = all(self.values.get(node.input[i]) is not None and self.values[node.input[i]].dtype == "int8"
+                  and self.producer.get(node.input[i]) is not None
+                  and self.producer[node.input[i]].op_type == "DequantizeLinear" for i in activations)
+        return ins and self._output_quantization(node.output[0]) is not None
+
+    # -- the walk ---------------------------------------------------------------------------------
+    def run(self) -> bytes:
+        graph = self.model.graph
+        inputs = []
+        for spec in graph.input:
+            if spec.name in self.init:
+                continue
+            shape = self.shapes[spec.name]
+            signature = tuple(-1 if i == 0 and spec.name in self.symbolic_batch else d for i, d in enumerate(shape))
+            layout = "nchw" if len(shape) == 4 else "plain"
+            if self.io == "int8":
+                scale, zp = self._input_quantization(spec.name)
+                index = self._tensor(spec.name, shape, "int8", scale=scale, zero_point=zp, signature=signature)
+                self.values[spec.name] = _Value(index, shape, "int8", layout, scale, zp)
+                self._note_int8_io(self.meta.inputs, spec.name, scale, zp)
+            else:
+                index = self._tensor(spec.name, shape, "float32", signature=signature)
+                self.values[spec.name] = _Value(index, shape, "float32", layout)
+            inputs.append(index)
+        for node in graph.node:
+            if any(o in self.done for o in node.output):
+                continue
+            handler = getattr(self, f"_lower_{node.op_type}", None)
+            if handler is None:
+                raise PassError(f"{node.op_type} node '{node.name}' cannot be lowered to TFLite yet; "
+                                f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}.")
+            handler(node)
+        outputs = [self._graph_output(o) for o in graph.output]
+        return self._serialise(inputs, outputs)
+
+    def _graph_output(self, spec: onnx.ValueInfoProto) -> int:
+        if spec.name not in self.values:
+            raise PassError(f"the model output '{spec.name}' was not produced by any lowered node.")
+        value = self._as(self.values[spec.name], "nchw")
+        if self.io == "int8":
+            if value.dtype != "int8":
+                raise PassError(f"int8 I/O needs the model output '{spec.name}' to come from a DequantizeLinear; "
+                                f"it is computed in float. Export with io='float32'.")
+            self._note_int8_io(self.meta.outputs, spec.name, value.scale, value.zero_point)
+        else:
+            value = self._float(value)
+        shape = self.shapes[spec.name]
+        signature = tuple(-1 if i == 0 and spec.name in self.symbolic_batch else d for i, d in enumerate(shape))
+        tensor = self.tensors[value.tensor]
+        tensor.name = spec.name
+        tensor.shapeSignature = list(signature)
+        return value.tensor
+
+    def _input_quantization(self, name: str) -> tuple[float, int]:
+        readers = self.consumers.get(name, [])
+        quantization = self._output_quantization(name)
+        if quantization is None or any(r.op_type != "QuantizeLinear" for r in readers):
+            raise PassError(f"int8 I/O needs the model input '{name}' to feed one int8 QuantizeLinear and nothing "
+                            f"else; it feeds {', '.join(r.op_type for r in readers) or 'nothing'}. "
+                            f"Export with io='float32'.")
+        return quantization[0], quantization[1]
+
+    @staticmethod
+    def _note_int8_io(specs: list[Any], name: str, scale: float, zero_point: int) -> None:
+        """Record in the embedded metadata how a device quantizes the input / dequantizes the output."""
+        for spec in specs:
+            if spec.name == name:
+                spec.dtype = "int8"
+                spec.quantization = {"scheme": "int8", "io": "int8", "scale": float(np.float32(scale)),
+                                     "zero_point": int(zero_point)}
+
+    def _lower_QuantizeLinear(self, node: onnx.NodeProto) -> None:
+        value = self._input(node, 0)
+        scale = float(self._array(node.input[1]).reshape(-1)[0])
+        zp = int(self._array(node.input[2]).reshape(-1)[0]) if len(node.input) > 2 and node.input[2] else 0
+        zp_type = self.init[node.input[2]].data_type if len(node.input) > 2 and node.input[2] else onnx.TensorProto.UINT8
+        if zp_type != onnx.TensorProto.INT8:
+            raise self._fail(node, "only int8 activations are exported (quantize with activation type int8).")
+        if value.dtype == "float32":
+            out = self._like(value, node.output[0], value.shape, value.layout, dtype="int8", scale=scale, zero_point=zp)
+            out.producer = self._op("QUANTIZE", [value.tensor], [out.tensor], self.s.QuantizeOptionsT())
+        else:
+            out = self._requantize(value, scale, zp, node.output[0])
+        self.values[node.output[0]] = out
+
+    def _lower_DequantizeLinear(self, node: onnx.NodeProto) -> None:
+        if node.input[0] in self.init:
+            return  # a weight or bias: read by the node that uses it
+        value = self._input(node, 0)
+        self.values[node.output[0]] = value  # stays int8; float readers add a DEQUANTIZE
+
+    def _lower_Conv(self, node: onnx.NodeProto) -> None:
+        x = self._as(self._input(node, 0), "nhwc")
+        if len(x.shape) != 4:
+            raise self._fail(node, f"only 2-D convolutions are supported; the input has shape {list(x.shape)}.")
+        if not self._is_constant(node.input[1]):
+            raise self._fail(node, "the weights are not a constant.")
+        n, c_in, h, w = x.shape
+        weights, w_scale, w_zp, _ = self._constant(node.input[1])
+        c_out, c_per_group, kh, kw = weights.shape
+        group = _attr(node, "group", 1)
+        strides = _attr(node, "strides", [1, 1])
+        dilations = _attr(node, "dilations", [1, 1])
+        out_shape = self.shapes[node.output[0]]
+        quantized = self._int8_inputs(node, [0]) and w_scale is not None and weights.dtype == np.int8
+        if group == 1:
+            code, options = "CONV_2D", self.s.Conv2DOptionsT()
+            kernel = weights.transpose(0, 2, 3, 1)  # OIHW -> OHWI
+            q_axis = 0
+        elif group == c_in and c_per_group == 1 and c_out % c_in == 0:
+            code, options = "DEPTHWISE_CONV_2D", self.s.DepthwiseConv2DOptionsT()
+            options.depthMultiplier = c_out // c_in
+            kernel = weights.transpose(1, 2, 3, 0)  # O1HW -> 1HWO
+            q_axis = 3
+        else:
+            raise self._fail(node, f"grouped convolution with group={group} (neither 1 nor the {c_in} input channels).")
+        padding = self._padding(node, x, (kh, kw), strides, dilations)
+        if isinstance(padding, tuple):  # explicit pads: a PAD op, then VALID
+            top, left, bottom, right = padding
+            padded_shape = (n, c_in, h + top + bottom, w + left + right)
+            padded = self._like(x, f"{node.name}_pad", padded_shape, "nhwc")
+            padded.producer = self._op("PAD", [x.tensor, self._const_i32([[0, 0], [top, bottom], [left, right], [0, 0]])],
+                                       [padded.tensor], self.s.PadOptionsT())
+            x, padding = padded, self.s.Padding.VALID
+        options.padding = padding
+        options.strideH, options.strideW = int(strides[0]), int(strides[1])
+        options.dilationHFactor, options.dilationWFactor = int(dilations[0]), int(dilations[1])
+        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        out_q = self._output_quantization(node.output[0]) if quantized else None
+        if quantized:
+            if np.any(w_zp != 0):
+                raise self._fail(node, "int8 weights must be symmetric (zero point 0) for TFLite.")
+            scales = np.broadcast_to(w_scale.reshape(-1), (c_out,)).astype(np.float32)
+            w_index = self._tensor(self._weight_name(node.input[1]), kernel.shape, "int8", data=kernel, scale=scales,
+                                   zero_point=np.zeros(c_out, np.int64), axis=q_axis)
+            b_index = self._int32_bias(bias_name, x.scale, scales, c_out, f"{node.name}_bias")
+            out = self._like(x, node.output[0], out_shape, "nhwc", scale=out_q[0], zero_point=out_q[1])
+        else:
+            x = self._float(x)
+            kernel = self._float_constant(node.input[1])
+            kernel = kernel.transpose(0, 2, 3, 1) if group == 1 else kernel.transpose(1, 2, 3, 0)
+            w_index = self._tensor(node.input[1], kernel.shape, "float32", data=kernel)
+            bias = self._float_constant(bias_name) if bias_name else np.zeros(c_out, np.float32)
+            b_index = self._tensor(f"{node.name}_bias", bias.shape, "float32", data=bias)
+            out = self._like(x, node.output[0], out_shape, "nhwc", dtype="float32")
+        out.producer = self._op(code, [x.tensor, w_index, b_index], [out.tensor], options)
+        self._finish(node, out, out_q)
+
+    def _padding(self, node: onnx.NodeProto, x: _Value, kernel: tuple[int, int], strides: list[int],
+                 dilations: list[int]) -> int | tuple[int, int, int, int]:
+        """TFLite padding for ``node``: SAME, VALID, or explicit (top, left, bottom, right)."""
+        _, _, h, w = x.shape
+        auto_pad = _attr(node, "auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        same = []
+        for size, k, s, d in zip((h, w), kernel, strides, dilations):
+            out = -(-size // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            same.append((total // 2, total - total // 2))  # TFLite: the extra pad goes at the end
+        if auto_pad == "SAME_UPPER":
+            return self.s.Padding.SAME
+        if auto_pad == "SAME_LOWER":
+            pads = [same[0][1], same[1][1], same[0][0], same[1][0]]
+        elif auto_pad == "VALID":
+            return self.s.Padding.VALID
+        else:
+            pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+        if not any(pads):
+            return self.s.Padding.VALID
+        if pads == [same[0][0], same[1][0], same[0][1], same[1][1]]:
+            return self.s.Padding.SAME
+        return (pads[0], pads[1], pads[2], pads[3])
+
+    def _int32_bias(self, name: str | None, x_scale: float, w_scales: np.ndarray, count: int, fallback: str) -> int:
+        scales = (np.float32(x_scale) * w_scales.astype(np.float32)).astype(np.float32)
+        if name is None:
+            data = np.zeros(count, np.int32)
+        else:
+            q, scale, zp, _ = self._constant(name)
+            if scale is not None and q.dtype == np.int32 and np.allclose(scale, scales, rtol=1e-6, atol=0):
+                data = (q.astype(np.int64) - zp).astype(np.int32)
+            else:  # float bias, or one quantized with another scale: requantize to input * weight scale
+                data = np.clip(np.round(self._float_constant(name).astype(np.float64) / scales), -2**31, 2**31 - 1)
+                data = data.astype(np.int32)
+        return self._tensor(self._weight_name(name) if name else fallback, (count,), "int32", data=data, scale=scales,
+                            zero_point=np.zeros(count, np.int64))
+
+    def _lower_Gemm(self, node: onnx.NodeProto) -> None:
+        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+            raise self._fail(node, "only transA=0, alpha=1 and beta=1 map to FULLY_CONNECTED.")
+        x = self._input(node, 0)
+        if not self._is_constant(node.input[1]):
+            raise self._fail(node, "the weights are not a constant.")
+        weights, w_scale, w_zp, _ = self._constant(node.input[1])
+        trans_b = _attr(node, "transB", 0)
+        quantized = self._int8_inputs(node, [0]) and w_scale is not None and weights.dtype == np.int8
+        if not quantized:
+            weights = self._float_constant(node.input[1])
+        if not trans_b:
+            weights = weights.T
+        out_features, in_features = weights.shape
+        if x.layout == "flat_hwc":  # ONNX flattened C, H, W; the TFLite tensor is H, W, C
+            c, h, w = x.flat_chw
+            weights = weights.reshape(out_features, c, h, w).transpose(0, 2, 3, 1).reshape(out_features, in_features)
+        elif len(x.shape) != 2:
+            x = self._as(x, "nchw")
+        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        out_shape = self.shapes[node.output[0]]
+        options = self.s.FullyConnectedOptionsT()
+        out_q = self._output_quantization(node.output[0]) if quantized else None
+        if quantized:
+            if np.any(w_zp != 0):
+                raise self._fail(node, "int8 weights must be symmetric (zero point 0) for TFLite.")
+            scales = np.broadcast_to(w_scale.reshape(-1), (out_features,)).astype(np.float32)
+            per_channel = scales.size > 1 and not np.all(scales == scales[0])
+            w_index = self._tensor(self._weight_name(node.input[1]), weights.shape, "int8", data=weights,
+                                   scale=scales if per_channel else scales[:1],
+                                   zero_point=np.zeros(out_features if per_channel else 1, np.int64))
+            b_index = self._int32_bias(bias_name, x.scale, scales if per_channel else scales[:1].repeat(out_features),
+                                       out_features, f"{node.name}_bias")
+            if not per_channel:  # per-tensor bias quantization carries one scale
+                self.tensors[b_index].quantization.scale = self.tensors[b_index].quantization.scale[:1]
+                self.tensors[b_index].quantization.zeroPoint = [0]
+            out = self._like(x, node.output[0], out_shape, "plain", scale=out_q[0], zero_point=out_q[1])
+        else:
+            x = self._float(x)
+            w_index = self._tensor(node.input[1], weights.shape, "float32", data=weights)
+            bias = self._float_constant(bias_name) if bias_name else np.zeros(out_features, np.float32)
+            b_index = self._tensor(f"{node.name}_bias", bias.shape, "float32", data=bias)
+            out = self._like(x, node.output[0], out_shape, "plain", dtype="float32")
+        out.producer = self._op("FULLY_CONNECTED", [x.tensor, w_index, b_index], [out.tensor], options)
+        self._finish(node, out, out_q)
+
+    def _lower_Relu(self, node: onnx.NodeProto) -> None:
+        x = self._input(node, 0)
+        out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
+        if x.dtype == "int8" and out_q is None:
+            raise self._fail(node, "an int8 input needs a QuantizeLinear on the output.")
+        fusable = x.producer is not None and self.readers.get(x.tensor, 0) == 0 and \
+            len(self._effective_readers(self._source(node.input[0]))) == 1
+        op = self.operators[x.producer] if x.producer is not None else None
+        same_q = out_q is None or (np.float32(out_q[0]) == np.float32(x.scale) and out_q[1] == x.zero_point)
+        if fusable and op is not None and same_q and hasattr(op.builtinOptions, "fusedActivationFunction") \
+                and op.builtinOptions.fusedActivationFunction == self.s.ActivationFunctionType.NONE:
+            op.builtinOptions.fusedActivationFunction = self.s.ActivationFunctionType.RELU
+            self._finish(node, x, out_q)
+            return
+        kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if out_q else {}
+        out = self._like(x, node.output[0], x.shape, x.layout, **kwargs)
+        out.producer = self._op("RELU", [x.tensor], [out.tensor])
+        self._finish(node, out, out_q)
+
+    def _source(self, name: str) -> str:
+        """The output of the compute node behind ``name``, looking back through activation Q/DQ."""
+        node = self.producer.get(name)
+        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            name = node.input[0]
+            node = self.producer.get(name)
+        return name
+
+    def _reshape(self, node: onnx.NodeProto, x: _Value, shape: tuple[int, ...], layout: str) -> None:
+        out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
+        if x.dtype == "int8" and out_q is None:
+            raise self._fail(node, "an int8 input needs a QuantizeLinear on the output.")
+        out = self._like(x, f"{node.output[0]}_reshaped" if out_q else node.output[0], shape, layout)
+        options = self.s.ReshapeOptionsT()
+        options.newShape = [-1, *shape[1:]]
+        out.producer = self._op("RESHAPE", [x.tensor, self._const_i32(options.newShape)], [out.tensor], options)
+        if out_q:
+            out = self._requantize(out, out_q[0], out_q[1], out_q[2])
+        if layout == "flat_hwc":
+            out.layout, out.flat_chw = "flat_hwc", tuple(x.shape[1:])
+        self._finish(node, out, out_q)
+
+    def _lower_Flatten(self, node: onnx.NodeProto) -> None:
+        x = self._input(node, 0)
+        axis = _attr(node, "axis", 1)
+        if axis != 1:
+            raise self._fail(node, f"only axis=1 is supported; got axis={axis}.")
+        shape = (x.shape[0], int(np.prod(x.shape[1:])))
+        if x.layout == "nhwc" and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:
+            readers = self._effective_readers(node.output[0])
+            if readers and all(r is not None and r.op_type == "Gemm" and not _attr(r, "transA", 0)
+                               and self._is_constant(r.input[1]) for r in readers):
+                self._reshape(node, x, shape, "flat_hwc")
+                return
+            x = self._as(x, "nchw")
+        self._reshape(node, x, shape, "plain")
+
+    def _lower_Reshape(self, node: onnx.NodeProto) -> None:
+        x = self._as(self._input(node, 0), "nchw")
+        shape = self.shapes[node.output[0]]
+        self._reshape(node, x, shape, "nchw" if len(shape) == 4 else "plain")
+
+    def _pool(self, node: onnx.NodeProto, code: str) -> None:
+        x = self._as(self._input(node, 0), "nhwc")
+        if len(x.shape) != 4 or _attr(node, "ceil_mode", 0):
+            raise self._fail(node, "only 2-D pooling without ceil_mode is supported.")
+        kernel = _attr(node, "kernel_shape", None)
+        strides = _attr(node, "strides", [1, 1])
+        if _attr(node, "dilations", [1, 1]) != [1, 1]:
+            raise self._fail(node, "dilated pooling is not supported.")
+        padding = self._padding(node, x, tuple(kernel), strides, [1, 1])
+        if isinstance(padding, tuple):
+            raise self._fail(node, f"pads {list(padding)} are neither VALID nor TFLite SAME.")
+        if code == "AVERAGE_POOL_2D" and padding == self.s.Padding.SAME and _attr(node, "count_include_pad", 0):
+            raise self._fail(node, "count_include_pad=1 with padding; TFLite averages over the real elements only.")
+        options = self.s.Pool2DOptionsT()
+        options.padding = padding
+        options.strideH, options.strideW = int(strides[0]), int(strides[1])
+        options.filterHeight, options.filterWidth = int(kernel[0]), int(kernel[1])
+        out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
+        if x.dtype == "int8" and out_q is None:
+            x = self._float(x)
+        # int8 pooling keeps the input's quantization; a different output scale is a QUANTIZE after it
+        out = self._like(x, f"{node.output[0]}_pooled" if out_q else node.output[0], self.shapes[node.output[0]], "nhwc")
+        out.producer = self._op(code, [x.tensor], [out.tensor], options)
+        if out_q:
+            out = self._requantize(out, out_q[0], out_q[1], out_q[2])
+        self._finish(node, out, out_q)
+
+    def _lower_AveragePool(self, node: onnx.NodeProto) -> None:
+        self._pool(node, "AVERAGE_POOL_2D")
+
+    def _lower_MaxPool(self, node: onnx.NodeProto) -> None:
+        if len(node.output) > 1 and node.output[1]:
+            raise self._fail(node, "the Indices output has no TFLite equivalent.")
+        self._pool(node, "MAX_POOL_2D")
+
+    def _lower_Elu(self, node: onnx.NodeProto) -> None:
+        if _attr(node, "alpha", 1.0) != 1.0:
+            raise self._fail(node, f"TFLite ELU has alpha 1; got alpha={_attr(node, 'alpha', 1.0)}.")
+        x = self._input(node, 0)
+        out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
+        if x.dtype == "int8" and out_q is None:
+            x = self._float(x)
+        kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if out_q else {}
+        out = self._like(x, node.output[0], x.shape, x.layout, **kwargs)
+        out.producer = self._op("ELU", [x.tensor], [out.tensor])
+        self._finish(node, out, out_q)
+
+    def _binary(self, node: onnx.NodeProto, code: str, options: Any) -> None:
+        operands = []
+        for i in range(2):
+            name = node.input[i]
+            operands.append(None if self._is_constant(name) else self._input(node, i))
+        if operands[0] is None and operands[1] is None:
+            raise self._fail(node, "both operands are constants (fold them before export).")
+        active = [v for v in operands if v is not None]
+        layout = "nhwc" if any(v.layout == "nhwc" for v in active) else "nchw"
+        active_int8 = all(v.dtype == "int8" for v in active)
+        out_q = self._output_quantization(node.output[0]) if active_int8 else None
+        quantized = out_q is not None and all(
+            self._constant(node.input[i])[1] is not None for i in range(2) if operands[i] is None)
+        tensors = []
+        for i, v in enumerate(operands):
+            if v is not None:
+                v = self._as(v, layout)
+                tensors.append((v if quantized else self._float(v)).tensor)
+                continue
+            data, scale, zp, _ = self._constant(node.input[i])
+            if quantized and scale.size != 1:
+                raise self._fail(node, "a per-channel quantized constant operand is not supported.")
+            if not quantized:
+                data, scale, zp = self._float_constant(node.input[i]), None, None
+            rank = len(self.shapes[node.output[0]])
+            data = data.reshape((1,) * (rank - data.ndim) + data.shape) if data.ndim < rank else data
+            if layout == "nhwc" and data.ndim == 4:
+                data = data.transpose(_NHWC)
+            tensors.append(self._tensor(node.input[i], data.shape, "int8" if quantized else "float32", data=data,
+                                        scale=None if scale is None else scale.reshape(-1)[:1],
+                                        zero_point=None if zp is None else zp.reshape(-1)[:1]))
+        kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if quantized else {"dtype": "float32"}
+        template = active[0]
+        out_layout = layout if len(self.shapes[node.output[0]]) == 4 else "plain"
+        out = self._like(template, node.output[0], self.shapes[node.output[0]], out_layout, **kwargs)
+        out.producer = self._op(code, tensors, [out.tensor], options)
+        self._finish(node, out, out_q if quantized else None)
+
+    def _lower_Add(self, node: onnx.NodeProto) -> None:
+        self._binary(node, "ADD", self.s.AddOptionsT())
+
+    def _lower_Mul(self, node: onnx.NodeProto) -> None:
+        self._binary(node, "MUL", self.s.MulOptionsT())
+
+    # -- writing ----------------------------------------------------------------------------------
+    def _serialise(self, inputs: list[int], outputs: list[int]) -> bytes:
+        import flatbuffers
+
+        subgraph = self.s.SubGraphT()
+        subgraph.tensors = self.tensors
+        subgraph.inputs = inputs
+        subgraph.outputs = outputs
+        subgraph.operators = self.operators
+        subgraph.name = self.model.graph.name or "main"
+        meta_buffer = self.s.BufferT()
+        meta_buffer.data = self.meta.to_json().encode("utf-8")
+        self.buffers.append(meta_buffer)
+        metadata = self.s.MetadataT()
+        metadata.name = METADATA_KEY
+        metadata.buffer = len(self.buffers) - 1
+        model = self.s.ModelT()
+        model.version = TFLITE_SCHEMA_VERSION
+        model.description = f"edge: int8 export of a QDQ ONNX model, {self.io} I/O"
+        model.operatorCodes = self.opcodes
+        model.subgraphs = [subgraph]
+        model.buffers = self.buffers
+        model.metadata = [metadata]
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+        return bytes(builder.Output())
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _symbolic_batch(spec: onnx.ValueInfoProto) -> bool:
+    dims = spec.type.tensor_type.shape.dim
+    return bool(dims) and not dims[0].HasField("dim_value")
+
+
+def _with_batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose symbolic input dimensions are 1, so shape inference gives every tensor a static shape."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    init = {t.name for t in copy.graph.initializer}
+    for spec in copy.graph.input:
+        if spec.name in init:
+            continue
+        for dim in spec.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    return copy
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        raise PassError(f"TFLite export needs static shapes; ONNX shape inference failed: {str(exc).splitlines()[0]}") \
+            from None
+    shapes = {}
+    for spec in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = spec.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[spec.name] = tuple(int(d.dim_value) for d in dims)
+    return shapes
+
+
+IO_TYPES = ("float32", "int8")
+
+
+def export_tflite(artifact: Artifact, *, io: str = "float32") -> bytes:
+    """The bytes of an int8 TFLite model equivalent to ``artifact``'s QDQ ONNX graph, metadata included.
+
+    ``io="float32"`` keeps the artifact's float input and output (QUANTIZE / DEQUANTIZE inside the file);
+    ``io="int8"`` drops them so the whole graph can run on an int8-only NPU, and records the input and
+    output scale and zero point in the embedded metadata (``inputs[i].quantization``).
+
+    >>> data = export_tflite(QuantizeInt8(exclude=[])(artifact, calibration))  # doctest: +SKIP
+    """
+    if io not in IO_TYPES:
+        raise PassError(f"The 'io' parameter of export_tflite must be one of {', '.join(IO_TYPES)}; got {io!r}.")
+    data = _Exporter(artifact, io).run()
+    log.info("tflite export: %d bytes", len(data))
+    return data
+
+
+def read_tflite_meta(data: bytes) -> Meta:
+    """The toolkit metadata stored in the ``edge`` entry of a TFLite file written by ``export_tflite``."""
+    s = _schema()
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise MetadataError("not a TFLite file (no TFL3 identifier).")
+    model = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    for entry in model.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        if name == METADATA_KEY:
+            raw = bytes(bytearray(model.buffers[entry.buffer].data))
+            return Meta.from_json(raw.decode("utf-8"))
+    raise MetadataError(f"the TFLite file has no '{METADATA_KEY}' metadata entry.")

@@ -62,9 +62,14 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--exclude", multiple=True, metavar="NODE",
               help="Keep this node in float (repeatable; default: the model's own keep-float list).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
+@click.option("--export", "exports", multiple=True, type=click.Choice(["tflite", "c"]),
+              help="Also write OUTPUT as .tflite (checked in LiteRT) and/or a C array of it (repeatable).")
+@click.option("--tflite-io", type=click.Choice(["float32", "int8"]), default="float32", show_default=True,
+              help="TFLite input/output type (int8 drops the edge QUANTIZE/DEQUANTIZE, as NPUs want).")
 @json_option
 def convert(model: str, output: str, quantize: str | None, recipe: str | None, calibration: str | None,
-            calibrate: str, exclude: tuple[str, ...], per_channel: bool, as_json: bool) -> None:
+            calibrate: str, exclude: tuple[str, ...], per_channel: bool, exports: tuple[str, ...], tflite_io: str,
+            as_json: bool) -> None:
     """Convert MODEL with an ordered recipe of passes and write it to OUTPUT.
 
     After each pass the drift from its parent on the calibration data is printed.
@@ -85,7 +90,8 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
                        f"{drift.cosine_similarity:.5f}, max abs error {drift.max_abs_error:.4g} "
                        f"({drift.trials} calibration trials)")
 
-    child, drifts = run_convert(model, output, passes, calibration=calibration, on_pass=report)
+    child, drifts = run_convert(model, output, passes, calibration=calibration, on_pass=report,
+                                exports=exports, tflite_io=tflite_io)
     if as_json:
         click.echo(json.dumps({"output": output, "sha256": child.sha256,
                                "drift": {name: vars(d) for name, d in drifts}}, indent=2))

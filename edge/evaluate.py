@@ -39,8 +39,11 @@ class Drift:
 
 def drift(parent: Artifact, child: Artifact, x: np.ndarray, device: str = "cpu") -> Drift:
     """Top-1 agreement, mean cosine similarity and max abs error of child vs parent outputs."""
-    a = predict(parent, x, device)
-    b = predict(child, x, device)
+    return compare_outputs(predict(parent, x, device), predict(child, x, device))
+
+
+def compare_outputs(a: np.ndarray, b: np.ndarray) -> Drift:
+    """Top-1 agreement, mean cosine similarity and max abs error between two models' outputs."""
     a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
     norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
     cosine = np.sum(a2 * b2, axis=1) / np.where(norms == 0, 1.0, norms)
@@ -48,7 +51,7 @@ def drift(parent: Artifact, child: Artifact, x: np.ndarray, device: str = "cpu")
         top1_agreement=float(np.mean(a2.argmax(1) == b2.argmax(1))),
         cosine_similarity=float(np.mean(cosine)),
         max_abs_error=float(np.max(np.abs(a2 - b2))),
-        trials=len(x),
+        trials=len(a2),
     )
 
 

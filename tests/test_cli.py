@@ -231,3 +231,16 @@ def test_plain_onnx_and_plain_arrays_work_like_a_zoo_model(tiny_model_path: Path
     assert "quantize-int8: top-1 agreement" in out and int8.is_file()
     code, out = run("convert", str(tiny_model_path), "--quantize", "int8", "-o", str(tmp_path / "x.onnx"))
     assert_one_clear_line(code, out, "needs calibration data")
+
+
+def test_convert_exports_tflite_checked_in_litert_and_a_c_array(reference_path: Path, tmp_path: Path) -> None:
+    out_path = tmp_path / "ssvep_int8.onnx"
+    code, out = run("convert", str(reference_path), "--quantize", "int8", "--calib", CALIB, "-o", str(out_path),
+                    "--export", "tflite", "--export", "c")
+    assert code == 0, out
+    line = next(line for line in out.splitlines() if line.startswith("tflite:"))
+    agreement = float(line.split("top-1 agreement")[1].split("%")[0])
+    assert agreement >= 99.0
+    assert (tmp_path / "ssvep_int8.tflite").read_bytes()[4:8] == b"TFL3"
+    assert "alignas(16)" in (tmp_path / "ssvep_int8_tflite.c").read_text()[:2000]
+    assert "ssvep_int8_tflite_len" in (tmp_path / "ssvep_int8_tflite.h").read_text()

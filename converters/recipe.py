@@ -6,6 +6,10 @@
     calibrate = "minmax"
     exclude = ["/sub_band/Conv"]
 
+    [export]
+    formats = ["tflite", "c"]   # besides the ONNX output
+    tflite_io = "float32"       # or "int8"
+
 Passes run in file order; each gets the calibration trials and returns a child artifact whose
 provenance records the pass and its parameters. Later passes (prune, clip, export) register here.
 """
@@ -26,6 +30,7 @@ from edge.errors import PassError
 
 PASSES: dict[str, type] = {"quantize-int8": QuantizeInt8}
 QUANTIZE_MODES = {"int8": "quantize-int8"}
+EXPORT_FORMATS = ("tflite", "c")
 
 
 def build_pass(name: str, params: dict[str, Any]) -> Any:
@@ -43,12 +48,7 @@ def build_pass(name: str, params: dict[str, Any]) -> Any:
 def load_recipe(path: str | Path) -> list[Any]:
     """Read a recipe TOML file into a list of passes."""
     path = Path(path)
-    if not path.is_file():
-        raise PassError(f"recipe file '{path}' does not exist.")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PassError(f"recipe file '{path}' is not valid TOML ({exc}).") from None
+    doc = _read_toml(path)
     steps = doc.get("pass", [])
     if not isinstance(steps, list) or not steps:
         raise PassError(f"recipe file '{path}' has no [[pass]] tables.")
@@ -60,6 +60,28 @@ def load_recipe(path: str | Path) -> list[Any]:
             raise PassError(f"a [[pass]] in '{path}' has no name.")
         passes.append(build_pass(name, params))
     return passes
+
+
+def load_exports(path: str | Path) -> tuple[tuple[str, ...], str]:
+    """The ``[export]`` table of a recipe file: extra formats and the TFLite I/O type."""
+    doc = _read_toml(Path(path))
+    table = doc.get("export", {})
+    formats = table.get("formats", [])
+    io = table.get("tflite_io", "float32")
+    if not isinstance(formats, list) or not all(f in EXPORT_FORMATS for f in formats):
+        raise PassError(f"[export] formats in '{path}' must be a list drawn from {', '.join(EXPORT_FORMATS)}; got {formats!r}.")
+    if io not in ("float32", "int8"):
+        raise PassError(f"[export] tflite_io in '{path}' must be 'float32' or 'int8'; got {io!r}.")
+    return tuple(formats), io
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PassError(f"recipe file '{path}' does not exist.")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PassError(f"recipe file '{path}' is not valid TOML ({exc}).") from None
 
 
 def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calibrate: str = "minmax",

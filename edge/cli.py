@@ -74,7 +74,7 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
 
     After each pass the drift from its parent on the calibration data is printed.
     """
-    from converters.recipe import load_recipe, recipe_from_flags
+    from converters.recipe import load_exports, load_recipe, recipe_from_flags
     from edge.convert import convert as run_convert
     from edge.models import resolve_model
 
@@ -83,6 +83,10 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
     if not exclude and quantize:
         exclude = tuple(resolve_model(model)[1].meta.extra.get("keep_float", ()))
     passes = load_recipe(recipe) if recipe else recipe_from_flags(quantize, exclude, calibrate, per_channel)
+    if recipe:
+        recipe_exports, recipe_io = load_exports(recipe)
+        exports = tuple(dict.fromkeys(exports + recipe_exports))
+        tflite_io = recipe_io if tflite_io == "float32" else tflite_io
 
     def report(name: str, drift: Any) -> None:
         if not as_json:

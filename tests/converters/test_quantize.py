@@ -93,3 +93,14 @@ def test_recipe_runs_passes_in_order_and_checks_each(reference, calibration) -> 
         build_pass("prune-magic", {})
     with pytest.raises(PassError, match="--quantize must be one of int8"):
         recipe_from_flags("int3")
+
+
+def test_recipe_export_table(tmp_path) -> None:
+    from converters.recipe import load_exports
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[pass]]\nname = "quantize-int8"\n\n[export]\nformats = ["tflite"]\ntflite_io = "int8"\n')
+    assert load_exports(recipe) == (("tflite",), "int8")
+    recipe.write_text('[[pass]]\nname = "quantize-int8"\n\n[export]\nformats = ["coreml"]\n')
+    with pytest.raises(PassError, match="formats .* must be a list drawn from tflite, c"):
+        load_exports(recipe)

@@ -11,7 +11,8 @@
     tflite_io = "float32"       # or "int8"
 
 Passes run in file order; each gets the calibration trials and returns a child artifact whose
-provenance records the pass and its parameters. Later passes (prune, clip, export) register here.
+provenance records the pass and its parameters. Registered: prune-channels, prune-magnitude,
+prune-nm (these need float weights, so they come first) and quantize-int8.
 """
 
 from __future__ import annotations
@@ -24,11 +25,19 @@ from typing import Any
 
 import numpy as np
 
+from converters.prune_channels import PruneChannels
 from converters.quantize import QuantizeInt8
+from converters.sparsify import PruneMagnitude, PruneNM
 from edge.artifact import Artifact
 from edge.errors import PassError
 
-PASSES: dict[str, type] = {"quantize-int8": QuantizeInt8}
+# Pruning works on float weights, so prune/sparsify passes come before quantize-int8 in a recipe.
+PASSES: dict[str, type] = {
+    "prune-channels": PruneChannels,
+    "prune-magnitude": PruneMagnitude,
+    "prune-nm": PruneNM,
+    "quantize-int8": QuantizeInt8,
+}
 QUANTIZE_MODES = {"int8": "quantize-int8"}
 EXPORT_FORMATS = ("tflite", "c")
 
@@ -85,9 +94,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calibrate: str = "minmax",
-                      per_channel: bool = True) -> list[Any]:
-    """The recipe the CLI flags describe."""
+                      per_channel: bool = True, *, prune_channels: float | None = None,
+                      prune_nodes: tuple[str, ...] = (), sparsity: float | None = None,
+                      sparsity_scope: str = "layer", nm: str | None = None) -> list[Any]:
+    """The recipe the CLI flags describe: pruning first (float weights), then quantization."""
     passes: list[Any] = []
+    if prune_channels is not None:
+        passes.append(build_pass("prune-channels", {"ratio": prune_channels, "nodes": list(prune_nodes)}))
+    if sparsity is not None:
+        passes.append(build_pass("prune-magnitude", {"sparsity": sparsity, "scope": sparsity_scope}))
+    if nm is not None:
+        n, _, m = nm.partition(":")
+        if not (n.isdigit() and m.isdigit()):
+            raise PassError(f"--nm must look like 2:4 (keep N of every M weights); got '{nm}'.")
+        passes.append(build_pass("prune-nm", {"n": int(n), "m": int(m)}))
     if quantize:
         if quantize not in QUANTIZE_MODES:
             raise PassError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}; got '{quantize}'.")

@@ -62,14 +62,21 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--exclude", multiple=True, metavar="NODE",
               help="Keep this node in float (repeatable; default: the model's own keep-float list).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
+@click.option("--prune-channels", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="RATIO",
+              help="Remove this fraction of the filters of each --prune-node Conv (structured).")
+@click.option("--prune-node", "prune_nodes", multiple=True, metavar="NODE", help="Conv node to prune (repeatable).")
+@click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), help="Zero this fraction of weights by magnitude.")
+@click.option("--sparsity-scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True)
+@click.option("--nm", metavar="N:M", help="N:M sparsity along the input dimension, e.g. 2:4.")
 @click.option("--export", "exports", multiple=True, type=click.Choice(["tflite", "c"]),
               help="Also write OUTPUT as .tflite (checked in LiteRT) and/or a C array of it (repeatable).")
 @click.option("--tflite-io", type=click.Choice(["float32", "int8"]), default="float32", show_default=True,
               help="TFLite input/output type (int8 drops the edge QUANTIZE/DEQUANTIZE, as NPUs want).")
 @json_option
 def convert(model: str, output: str, quantize: str | None, recipe: str | None, calibration: str | None,
-            calibrate: str, exclude: tuple[str, ...], per_channel: bool, exports: tuple[str, ...], tflite_io: str,
-            as_json: bool) -> None:
+            calibrate: str, exclude: tuple[str, ...], per_channel: bool, prune_channels: float | None,
+            prune_nodes: tuple[str, ...], sparsity: float | None, sparsity_scope: str, nm: str | None,
+            exports: tuple[str, ...], tflite_io: str, as_json: bool) -> None:
     """Convert MODEL with an ordered recipe of passes and write it to OUTPUT.
 
     After each pass the drift from its parent on the calibration data is printed.
@@ -82,7 +89,12 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
         raise click.UsageError("give either --recipe or --quantize, not both.")
     if not exclude and quantize:
         exclude = tuple(resolve_model(model)[1].meta.extra.get("keep_float", ()))
-    passes = load_recipe(recipe) if recipe else recipe_from_flags(quantize, exclude, calibrate, per_channel)
+    pruning = prune_channels is not None or sparsity is not None or nm is not None
+    if recipe and pruning:
+        raise click.UsageError("give either --recipe or pruning flags, not both.")
+    passes = load_recipe(recipe) if recipe else recipe_from_flags(
+        quantize, exclude, calibrate, per_channel, prune_channels=prune_channels, prune_nodes=prune_nodes,
+        sparsity=sparsity, sparsity_scope=sparsity_scope, nm=nm)
     if recipe:
         recipe_exports, recipe_io = load_exports(recipe)
         exports = tuple(dict.fromkeys(exports + recipe_exports))
@@ -100,6 +112,16 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
         click.echo(json.dumps({"output": output, "sha256": child.sha256,
                                "drift": {name: vars(d) for name, d in drifts}}, indent=2))
     else:
+        from converters.sparsify import format_sparsity_report, sparsity_report
+        from edge.models import resolve_model
+        from edge.summary import summarize
+
+        before = summarize(resolve_model(model)[1].model)
+        after = summarize(child.model)
+        if sparsity is not None or nm is not None:
+            click.echo(format_sparsity_report(sparsity_report(child.model)))
+        click.echo(f"MACs {before.macs / 1e6:.2f} M -> {after.macs / 1e6:.2f} M, parameters "
+                   f"{before.parameters:,} -> {after.parameters:,}")
         click.echo(f"wrote {output} ({Path(output).stat().st_size / 1024:.1f} KiB)")
 
 

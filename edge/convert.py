@@ -39,10 +39,10 @@ def convert(
         raise ModelWriteError("the output path is the input model; choose another -o so the original is kept.",
                               where=str(output))
     if not passes:
-        raise PassError("the recipe is empty: give --quantize int8 or --recipe FILE.")
+        raise PassError("the recipe is empty: give --quantize int8, a pruning flag or --recipe FILE.")
     spec = calibration or artifact.meta.extra.get("calibration_data")
     if not spec:
-        raise PassError("quantization needs calibration data: pass --calib DATASPEC.")
+        raise PassError("conversion needs calibration data (to quantize and to check each pass): pass --calib DATASPEC.")
     trials = load_dataset(spec, artifact.meta).x
     drifts: list[tuple[str, Drift]] = []
 

@@ -244,3 +244,21 @@ def test_convert_exports_tflite_checked_in_litert_and_a_c_array(reference_path: 
     assert (tmp_path / "ssvep_int8.tflite").read_bytes()[4:8] == b"TFL3"
     assert "alignas(16)" in (tmp_path / "ssvep_int8_tflite.c").read_text()[:2000]
     assert "ssvep_int8_tflite_len" in (tmp_path / "ssvep_int8_tflite.h").read_text()
+
+
+def test_convert_prunes_channels_and_reports_macs(reference_path: Path, tmp_path: Path) -> None:
+    code, out = run("convert", str(reference_path), "--prune-channels", "0.5", "--prune-node", "/time1/Conv",
+                    "--prune-node", "/time2/Conv", "--calib", CALIB, "-o", str(tmp_path / "p.onnx"))
+    assert code == 0, out
+    assert "prune-channels: top-1 agreement" in out
+    assert "MACs 8.99 M -> 2.75 M, parameters 414,283 -> 171,763" in out
+
+
+def test_convert_nm_sparsity_then_int8_reports_sparsity_per_layer(reference_path: Path, tmp_path: Path) -> None:
+    code, out = run("convert", str(reference_path), "--nm", "2:4", "--quantize", "int8", "--calib", CALIB,
+                    "-o", str(tmp_path / "nm.onnx"))
+    assert code == 0, out
+    fc_row = next(line for line in out.splitlines() if line.startswith("fc.weight"))
+    assert fc_row.split()[-1] == "50.0%"
+    code, out = run("convert", str(reference_path), "--nm", "2-4", "--calib", CALIB, "-o", str(tmp_path / "x.onnx"))
+    assert_one_clear_line(code, out, "--nm must look like 2:4")

@@ -1,8 +1,18 @@
-"""Static int8 post-training quantization with ``onnxruntime.quantization`` (QDQ format).
+"""Quantization passes through ``onnxruntime.quantization``.
 
-Weights are int8 (per output channel by default), activations int8 with ranges calibrated on real
-trials. Nodes named in ``exclude`` stay in float: for the Guney SSVEP network keeping the
-3-weight sub-band combination layer in float recovers most of what plain int8 loses (DESIGN.md).
+- ``QuantizeInt8`` (``quantize-int8``): static QDQ. Weights int8 (per output channel or per tensor),
+  activations int8 or int16 (``activations="int16"``: int8 weights with 16-bit activations, which ORT
+  writes as opset-21 QuantizeLinear/DequantizeLinear) with ranges calibrated on real trials by MinMax,
+  Entropy or Percentile. Nodes named in ``exclude`` stay in float: for the Guney SSVEP network keeping
+  the 3-weight sub-band combination layer in float recovers most of what plain int8 loses (DESIGN.md).
+  Distribution calibration is refused: onnxruntime meant it for float8, and it ruins integer models.
+- ``QuantizeDynamicInt8`` (``quantize-dynamic-int8``): int8 weights, activation ranges computed at run
+  time (``quantize_dynamic``); needs no calibration. Worth it for MatMul/Gemm-heavy graphs only.
+- ``QuantizeInt4Weights`` (``quantize-int4-weights``): weight-only blockwise int4 for MatMul with a
+  constant weight, as ``com.microsoft.MatMulNBits``. A model without such a MatMul is returned unchanged
+  (the pass does not fire; the reason is logged and recorded in provenance).
+
+Mixed precision under an accuracy budget lives in ``converters.mixed_precision``.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,26 +34,126 @@ from edge.errors import PassError
 log = logging.getLogger("edge")
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+ACTIVATION_TYPES = ("int8", "int16")
+
+
+def check_calibrate_method(owner: str, calibrate: str) -> None:
+    """Refuse an unknown calibration method, and Distribution (float8 only) with the reason."""
+    if calibrate == "distribution":
+        raise PassError(
+            f"The 'calibrate' parameter of {owner} must be one of {', '.join(CALIBRATION_METHODS)}; got "
+            "'distribution', which onnxruntime meant for float8 and which ruins integer (int8/int16) models."
+        )
+    if calibrate not in CALIBRATION_METHODS:
+        raise PassError(
+            f"The 'calibrate' parameter of {owner} must be one of {', '.join(CALIBRATION_METHODS)}; "
+            f"got '{calibrate}'."
+        )
+
+
+def _plain_model(artifact: Artifact) -> onnx.ModelProto:
+    """A copy of the graph without our metadata, at an IR version onnxruntime reads."""
+    model = onnx.ModelProto()
+    model.CopyFrom(artifact.model)
+    del model.metadata_props[:]
+    model.ir_version = min(model.ir_version, 10)
+    return model
+
+
+def _check_node_names(owner: str, artifact: Artifact, names: list[str], what: str) -> None:
+    known = {n.name for n in artifact.model.graph.node}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PassError(f"{owner}: no node named '{unknown[0]}' to {what}; node names are shown by 'edge inspect'.")
+
+
+def quantize_static_model(
+    artifact: Artifact,
+    calibration: np.ndarray,
+    *,
+    owner: str,
+    per_channel: bool = True,
+    calibrate: str = "minmax",
+    activations: str = "int8",
+    exclude: list[str] | None = None,
+    only: list[str] | None = None,
+    activation_overrides: dict[str, str] | None = None,
+) -> onnx.ModelProto:
+    """Static QDQ quantization of ``artifact``'s graph, calibrated on ``calibration`` (already sliced).
+
+    ``only`` restricts quantization to those nodes (``nodes_to_quantize``); ``activation_overrides`` maps
+    activation tensor names to "int16" for per-tensor 16-bit activations in an otherwise int8 model.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = artifact.meta.inputs[0].name
+    trials = calibration.astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(trials[i : i + 1] for i in range(len(trials)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: batch}
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[calibrate]
+    qtypes = {"int8": QuantType.QInt8, "int16": QuantType.QInt16}
+    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if activation_overrides:
+        extra["TensorQuantOverrides"] = {t: [{"quant_type": qtypes[q]}] for t, q in activation_overrides.items()}
+    with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
+        source, prepared, output = (Path(tmp) / n for n in ("in.onnx", "prep.onnx", "out.onnx"))
+        onnx.save(_plain_model(artifact), source)
+        chatter = io.StringIO()  # onnxruntime's calibrators print progress to stdout
+        try:
+            with contextlib.redirect_stdout(chatter):
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+                # 16-bit activations make quantize_static move the graph to opset 21, whose standard
+                # QuantizeLinear/DequantizeLinear take int16: no contrib ops needed, ORT CPU runs it.
+                quantize_static(
+                    str(prepared),
+                    str(output),
+                    Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    activation_type=qtypes[activations],
+                    weight_type=QuantType.QInt8,
+                    nodes_to_quantize=list(only) if only is not None else None,
+                    nodes_to_exclude=list(exclude or []),
+                    calibrate_method=method,
+                    extra_options=extra,
+                )
+        except Exception as exc:
+            log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
+            raise PassError(f"{owner} failed in onnxruntime.quantization: {str(exc).splitlines()[0]}") from None
+        quantized = onnx.load(output)
+    log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
+    return quantized
 
 
 @dataclass
 class QuantizeInt8:
-    """Parameters of the static int8 quantization pass."""
+    """Parameters of the static int8 quantization pass (int8 weights, int8 or int16 activations)."""
 
     per_channel: bool = True
     calibrate: str = "minmax"
     exclude: list[str] = field(default_factory=list)
     calibration_trials: int = 256
+    activations: str = "int8"
     name: str = "quantize-int8"
 
     def __post_init__(self) -> None:
-        if self.calibrate not in CALIBRATION_METHODS:
-            raise PassError(
-                f"The 'calibrate' parameter of {self.name} must be one of {', '.join(CALIBRATION_METHODS)}; "
-                f"got '{self.calibrate}'."
-            )
+        check_calibrate_method(self.name, self.calibrate)
         if self.calibration_trials < 1:
             raise PassError(f"The 'calibration_trials' parameter of {self.name} must be >= 1; got {self.calibration_trials}.")
+        if self.activations not in ACTIVATION_TYPES:
+            raise PassError(
+                f"The 'activations' parameter of {self.name} must be one of {', '.join(ACTIVATION_TYPES)}; "
+                f"got '{self.activations}'."
+            )
 
     def params(self) -> dict[str, object]:
         """Parameters as recorded in provenance."""
@@ -50,58 +161,125 @@ class QuantizeInt8:
 
     def __call__(self, artifact: Artifact, calibration: np.ndarray | None) -> Artifact:
         """Quantize ``artifact`` using ``calibration`` trials in its input layout."""
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
         if calibration is None or len(calibration) == 0:
             raise PassError(f"{self.name} needs calibration data; pass --calib DATASPEC.")
-        names = {n.name for n in artifact.model.graph.node}
-        unknown = [n for n in self.exclude if n not in names]
-        if unknown:
-            raise PassError(f"{self.name}: no node named '{unknown[0]}' to exclude; node names are shown by 'edge inspect'.")
-        input_name = artifact.meta.inputs[0].name
-        trials = calibration[: self.calibration_trials].astype(np.float32)
+        _check_node_names(self.name, artifact, self.exclude, "exclude")
+        trials = calibration[: self.calibration_trials]
+        quantized = quantize_static_model(
+            artifact, trials, owner=self.name, per_channel=self.per_channel, calibrate=self.calibrate,
+            activations=self.activations, exclude=list(self.exclude),
+        )
+        log.info("%s: %s activations, %d nodes excluded, calibrated on %d trials",
+                 self.name, self.activations, len(self.exclude), len(trials))
+        child = artifact.derive(quantized, self.name, self.params())
+        scheme = "int8-qdq-internal" if self.activations == "int8" else "int8w-int16a-qdq-internal"
+        for spec in child.meta.inputs + child.meta.outputs:
+            spec.quantization = {"scheme": scheme, "io": "float32"}
+        return child
 
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._batches = iter(trials[i : i + 1] for i in range(len(trials)))
 
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                batch = next(self._batches, None)
-                return None if batch is None else {input_name: batch}
+@dataclass
+class QuantizeDynamicInt8:
+    """Parameters of the dynamic int8 pass: int8 weights, activation ranges computed at run time."""
 
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[self.calibrate]
+    per_channel: bool = False
+    op_types: list[str] = field(default_factory=lambda: ["MatMul", "Gemm"])
+    exclude: list[str] = field(default_factory=list)
+    name: str = "quantize-dynamic-int8"
+
+    def __post_init__(self) -> None:
+        allowed = ("MatMul", "Gemm", "Conv", "Attention", "LSTM", "Gather")
+        wrong = [t for t in self.op_types if t not in allowed]
+        if wrong or not self.op_types:
+            raise PassError(f"The 'op_types' parameter of {self.name} must list op types among "
+                            f"{', '.join(allowed)}; got {self.op_types}.")
+
+    def params(self) -> dict[str, object]:
+        """Parameters as recorded in provenance."""
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+    def __call__(self, artifact: Artifact, calibration: np.ndarray | None = None) -> Artifact:
+        """Quantize ``artifact``'s weights to int8; ``calibration`` is ignored (ranges are dynamic)."""
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        _check_node_names(self.name, artifact, self.exclude, "exclude")
         with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
-            source, prepared, output = (Path(tmp) / n for n in ("in.onnx", "prep.onnx", "out.onnx"))
-            model = onnx.ModelProto()
-            model.CopyFrom(artifact.model)
-            del model.metadata_props[:]
-            model.ir_version = min(model.ir_version, 10)
-            onnx.save(model, source)
-            chatter = io.StringIO()  # onnxruntime's calibrators print progress to stdout
+            source, output = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+            onnx.save(_plain_model(artifact), source)
             try:
-                with contextlib.redirect_stdout(chatter):
-                    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-                    quantize_static(
-                        str(prepared),
-                        str(output),
-                        Reader(),
-                        quant_format=QuantFormat.QDQ,
-                        per_channel=self.per_channel,
-                        activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8,
-                        nodes_to_exclude=list(self.exclude),
-                        calibrate_method=method,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-                    )
+                quantize_dynamic(str(source), str(output), op_types_to_quantize=list(self.op_types),
+                                 per_channel=self.per_channel, weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=list(self.exclude))
             except Exception as exc:
-                log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
                 raise PassError(f"{self.name} failed in onnxruntime.quantization: {str(exc).splitlines()[0]}") from None
             quantized = onnx.load(output)
-        log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
-        log.info("%s: %d nodes excluded, calibrated on %d trials", self.name, len(self.exclude), len(trials))
+        log.info("%s: weights of %s quantized to int8", self.name, ", ".join(self.op_types))
         child = artifact.derive(quantized, self.name, self.params())
         for spec in child.meta.inputs + child.meta.outputs:
-            spec.quantization = {"scheme": "int8-qdq-internal", "io": "float32"}
+            spec.quantization = {"scheme": "int8-dynamic", "io": "float32"}
         return child
+
+
+@dataclass
+class QuantizeInt4Weights:
+    """Parameters of the weight-only int4 pass for MatMul (``com.microsoft.MatMulNBits``)."""
+
+    block_size: int = 32
+    symmetric: bool = True
+    accuracy_level: int | None = None
+    exclude: list[str] = field(default_factory=list)
+    name: str = "quantize-int4-weights"
+
+    def __post_init__(self) -> None:
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise PassError(f"The 'block_size' parameter of {self.name} must be a power of two >= 16; "
+                            f"got {self.block_size}.")
+        if self.accuracy_level not in (None, 0, 1, 2, 3, 4):
+            raise PassError(f"The 'accuracy_level' parameter of {self.name} must be one of 0, 1, 2, 3, 4 or "
+                            f"unset; got {self.accuracy_level}.")
+
+    def params(self) -> dict[str, object]:
+        """Parameters as recorded in provenance."""
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+    def _candidates(self, model: onnx.ModelProto) -> list[str]:
+        """MatMul nodes whose weight (input B) is a 2-D constant: the only ones MatMulNBits replaces."""
+        weights = {t.name: t for t in model.graph.initializer}
+        return [n.name for n in model.graph.node
+                if n.op_type == "MatMul" and n.name not in self.exclude
+                and n.input[1] in weights and len(weights[n.input[1]].dims) == 2]
+
+    def __call__(self, artifact: Artifact, calibration: np.ndarray | None = None) -> Artifact:
+        """Replace constant-weight MatMuls by 4-bit blockwise MatMulNBits; ``calibration`` is ignored."""
+        _check_node_names(self.name, artifact, self.exclude, "exclude")
+        candidates = self._candidates(artifact.model)
+        if not candidates:
+            reason = "no MatMul with a constant 2-D weight; the model is left unchanged"
+            log.info("%s did not fire: %s", self.name, reason)
+            return artifact.derive(_copy(artifact.model), self.name, {**self.params(), "fired": False, "reason": reason})
+        try:
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+        except ImportError as exc:
+            raise PassError(f"{self.name} needs the package '{exc.name}' (pip install onnx-ir).") from None
+        try:
+            quantizer = MatMulNBitsQuantizer(_plain_model(artifact), bits=4, block_size=self.block_size,
+                                             is_symmetric=self.symmetric, accuracy_level=self.accuracy_level,
+                                             nodes_to_exclude=list(self.exclude), op_types_to_quantize=("MatMul",))
+            quantizer.process()
+        except Exception as exc:
+            raise PassError(f"{self.name} failed in onnxruntime.quantization: {str(exc).splitlines()[0]}") from None
+        quantized = quantizer.model.model
+        replaced = sum(n.op_type == "MatMulNBits" for n in quantized.graph.node)
+        log.info("%s: %d of %d MatMul nodes now MatMulNBits (block %d)", self.name, replaced, len(candidates),
+                 self.block_size)
+        child = artifact.derive(quantized, self.name, {**self.params(), "fired": replaced > 0,
+                                                       "nodes": replaced})
+        for spec in child.meta.inputs + child.meta.outputs:
+            spec.quantization = {"scheme": "int4-weight-only", "io": "float32"}
+        return child
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out

@@ -12,7 +12,8 @@
 
 Passes run in file order; each gets the calibration trials and returns a child artifact whose
 provenance records the pass and its parameters. Registered: prune-channels, prune-magnitude,
-prune-nm (these need float weights, so they come first) and quantize-int8.
+prune-nm (these need float weights, so they come first), quantize-int8 (int8 or int16 activations),
+quantize-dynamic-int8, quantize-int4-weights and quantize-mixed (per-layer precision under a budget).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from converters.mixed_precision import QuantizeMixed
 from converters.prune_channels import PruneChannels
-from converters.quantize import QuantizeInt8
+from converters.quantize import QuantizeDynamicInt8, QuantizeInt4Weights, QuantizeInt8
 from converters.sparsify import PruneMagnitude, PruneNM
 from edge.artifact import Artifact
 from edge.errors import PassError
@@ -37,8 +39,12 @@ PASSES: dict[str, type] = {
     "prune-magnitude": PruneMagnitude,
     "prune-nm": PruneNM,
     "quantize-int8": QuantizeInt8,
+    "quantize-dynamic-int8": QuantizeDynamicInt8,
+    "quantize-int4-weights": QuantizeInt4Weights,
+    "quantize-mixed": QuantizeMixed,
 }
-QUANTIZE_MODES = {"int8": "quantize-int8"}
+QUANTIZE_MODES = {"int8": "quantize-int8", "int16": "quantize-int8", "dynamic-int8": "quantize-dynamic-int8",
+                  "int4-weights": "quantize-int4-weights", "mixed": "quantize-mixed"}
 EXPORT_FORMATS = ("tflite", "c")
 
 
@@ -96,7 +102,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calibrate: str = "minmax",
                       per_channel: bool = True, *, prune_channels: float | None = None,
                       prune_nodes: tuple[str, ...] = (), sparsity: float | None = None,
-                      sparsity_scope: str = "layer", nm: str | None = None) -> list[Any]:
+                      sparsity_scope: str = "layer", nm: str | None = None, max_drop: float = 0.5,
+                      eval_data: str | None = None, block_size: int = 32) -> list[Any]:
     """The recipe the CLI flags describe: pruning first (float weights), then quantization."""
     passes: list[Any] = []
     if prune_channels is not None:
@@ -111,8 +118,17 @@ def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calib
     if quantize:
         if quantize not in QUANTIZE_MODES:
             raise PassError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}; got '{quantize}'.")
-        passes.append(build_pass(QUANTIZE_MODES[quantize],
-                                 {"exclude": list(exclude), "calibrate": calibrate, "per_channel": per_channel}))
+        name = QUANTIZE_MODES[quantize]
+        if name == "quantize-int8":
+            params = {"exclude": list(exclude), "calibrate": calibrate, "per_channel": per_channel,
+                      "activations": "int16" if quantize == "int16" else "int8"}
+        elif name == "quantize-mixed":
+            params = {"max_drop": max_drop, "calibrate": calibrate, "per_channel": per_channel, "eval_data": eval_data}
+        elif name == "quantize-dynamic-int8":
+            params = {"exclude": list(exclude)}
+        else:
+            params = {"block_size": block_size, "exclude": list(exclude)}
+        passes.append(build_pass(name, params))
     return passes
 
 

@@ -54,14 +54,22 @@ def inspect(model: str, as_json: bool) -> None:
 @main.command()
 @click.argument("model")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Converted model file.")
-@click.option("--quantize", type=click.Choice(["int8"]), help="Quantization scheme.")
+@click.option("--quantize", type=click.Choice(["int8", "int16", "dynamic-int8", "int4-weights", "mixed"]),
+              help="int8 static QDQ; int16 = int8 weights + int16 activations; dynamic-int8; int4-weights "
+                   "(MatMulNBits, MatMul only); mixed = int8/int16/float per layer within --max-drop.")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="TOML recipe of passes (instead of flags).")
 @click.option("--calib", "calibration", metavar="DATASPEC", help="Calibration data (default: the model's own).")
-@click.option("--calibrate", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+@click.option("--calibrate", type=click.Choice(["minmax", "entropy", "percentile", "distribution"]), default="minmax",
               show_default=True, help="Activation range calibration.")
 @click.option("--exclude", multiple=True, metavar="NODE",
               help="Keep this node in float (repeatable; default: the model's own keep-float list).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
+@click.option("--max-drop", type=float, default=0.5, show_default=True, metavar="POINTS",
+              help="With --quantize mixed: largest accuracy drop allowed, in percentage points.")
+@click.option("--eval-data", metavar="DATASPEC",
+              help="With --quantize mixed: data the drop is measured on (default: the model's held-out data).")
+@click.option("--block-size", type=int, default=32, show_default=True,
+              help="With --quantize int4-weights: weights per scale.")
 @click.option("--prune-channels", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="RATIO",
               help="Remove this fraction of the filters of each --prune-node Conv (structured).")
 @click.option("--prune-node", "prune_nodes", multiple=True, metavar="NODE", help="Conv node to prune (repeatable).")
@@ -74,7 +82,8 @@ def inspect(model: str, as_json: bool) -> None:
               help="TFLite input/output type (int8 drops the edge QUANTIZE/DEQUANTIZE, as NPUs want).")
 @json_option
 def convert(model: str, output: str, quantize: str | None, recipe: str | None, calibration: str | None,
-            calibrate: str, exclude: tuple[str, ...], per_channel: bool, prune_channels: float | None,
+            calibrate: str, exclude: tuple[str, ...], per_channel: bool, max_drop: float, eval_data: str | None,
+            block_size: int, prune_channels: float | None,
             prune_nodes: tuple[str, ...], sparsity: float | None, sparsity_scope: str, nm: str | None,
             exports: tuple[str, ...], tflite_io: str, as_json: bool) -> None:
     """Convert MODEL with an ordered recipe of passes and write it to OUTPUT.
@@ -87,14 +96,15 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
 
     if recipe and quantize:
         raise click.UsageError("give either --recipe or --quantize, not both.")
-    if not exclude and quantize:
+    if not exclude and quantize in ("int8", "int16"):
         exclude = tuple(resolve_model(model)[1].meta.extra.get("keep_float", ()))
     pruning = prune_channels is not None or sparsity is not None or nm is not None
     if recipe and pruning:
         raise click.UsageError("give either --recipe or pruning flags, not both.")
     passes = load_recipe(recipe) if recipe else recipe_from_flags(
         quantize, exclude, calibrate, per_channel, prune_channels=prune_channels, prune_nodes=prune_nodes,
-        sparsity=sparsity, sparsity_scope=sparsity_scope, nm=nm)
+        sparsity=sparsity, sparsity_scope=sparsity_scope, nm=nm, max_drop=max_drop, eval_data=eval_data,
+        block_size=block_size)
     if recipe:
         recipe_exports, recipe_io = load_exports(recipe)
         exports = tuple(dict.fromkeys(exports + recipe_exports))
@@ -106,8 +116,24 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
                        f"{drift.cosine_similarity:.5f}, max abs error {drift.max_abs_error:.4g} "
                        f"({drift.trials} calibration trials)")
 
-    child, drifts = run_convert(model, output, passes, calibration=calibration, on_pass=report,
-                                exports=exports, tflite_io=tflite_io)
+    def sensitivity_tables() -> None:
+        from converters.mixed_precision import QuantizeMixed, format_sensitivity_table
+
+        for step in passes:
+            if isinstance(step, QuantizeMixed) and getattr(step, "sensitivity_", None) and not as_json:
+                click.echo(format_sensitivity_table(step.sensitivity_, step.precision_ or None))
+
+    try:
+        child, drifts = run_convert(model, output, passes, calibration=calibration, on_pass=report,
+                                    exports=exports, tflite_io=tflite_io)
+    except EdgeError:
+        sensitivity_tables()  # shows which layers could not meet the budget
+        raise
+    sensitivity_tables()
+    for record in child.meta.provenance:
+        if record.name == "quantize-mixed" and not as_json:
+            click.echo(f"accuracy drop {record.params['drop_points']:.2f} points (budget "
+                       f"{record.params['max_drop']:g}) on {record.params['eval_trials']} trials")
     if as_json:
         click.echo(json.dumps({"output": output, "sha256": child.sha256,
                                "drift": {name: vars(d) for name, d in drifts}}, indent=2))

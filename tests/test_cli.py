@@ -262,3 +262,21 @@ def test_convert_nm_sparsity_then_int8_reports_sparsity_per_layer(reference_path
     assert fc_row.split()[-1] == "50.0%"
     code, out = run("convert", str(reference_path), "--nm", "2-4", "--calib", CALIB, "-o", str(tmp_path / "x.onnx"))
     assert_one_clear_line(code, out, "--nm must look like 2:4")
+
+
+def test_convert_mixed_precision_within_budget_prints_the_sensitivity_table(reference_path: Path,
+                                                                          tmp_path: Path) -> None:
+    code, out = run("convert", str(reference_path), "--quantize", "mixed", "--max-drop", "0.5", "--calib", CALIB,
+                    "--eval-data", HELDOUT, "-o", str(tmp_path / "m.onnx"))
+    assert code == 0, out
+    assert "rank  layer" in out and "/fc/Gemm" in out
+    drop = float(out.split("accuracy drop ")[1].split(" points")[0])
+    assert drop <= 0.5
+
+
+def test_convert_mixed_precision_says_which_layers_miss_the_budget(reference_path: Path, tmp_path: Path) -> None:
+    code, out = run("convert", str(reference_path), "--quantize", "mixed", "--max-drop", "-10", "--calib", CALIB,
+                    "--eval-data", HELDOUT, "-o", str(tmp_path / "m.onnx"))
+    assert code == 1 and "Traceback" not in out
+    assert "could not quantize within the budget" in out
+    assert not (tmp_path / "m.onnx").exists()

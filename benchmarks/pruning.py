@@ -17,7 +17,7 @@ import numpy as np
 
 from converters.prune_channels import PruneChannels, finetune_pruned_ssvep
 from converters.sparsify import PruneMagnitude, PruneNM, sparsity_report
-from devices import get_target
+from devices.cpu import median_latency_ms
 from edge.artifact import read_artifact
 from edge.data.registry import load_dataset
 from edge.evaluate import predict
@@ -25,13 +25,6 @@ from edge.summary import summarize
 from edge.zoo import zoo_path
 
 TIME_CONVS = ["/time1/Conv", "/time2/Conv"]
-
-
-def median_latency_ms(artifact, trial: np.ndarray, runs: int) -> float:
-    """Median single-trial latency on the CPU target with one thread."""
-    target = get_target("cpu")
-    target.deploy(artifact)
-    return float(np.median(target.latency(trial, runs=runs, warmup=50)) * 1e3)
 
 
 def main() -> None:

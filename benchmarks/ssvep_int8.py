@@ -13,18 +13,11 @@ import argparse
 import numpy as np
 
 from converters.quantize import QuantizeInt8
-from devices import get_target
+from devices.cpu import median_latency_ms
 from edge.artifact import read_artifact
 from edge.data.registry import load_dataset
 from edge.evaluate import predict
 from edge.zoo import zoo_path
-
-
-def median_latency_ms(artifact, trial: np.ndarray, runs: int) -> float:
-    """Median single-trial latency on the CPU target with one thread."""
-    target = get_target("cpu")
-    target.deploy(artifact)
-    return float(np.median(target.latency(trial, runs=runs, warmup=50)) * 1e3)
 
 
 def main() -> None:

@@ -71,6 +71,13 @@ class CpuTarget:
         }
 
 
+def median_latency_ms(artifact: Artifact, trial: np.ndarray, runs: int = 200, warmup: int = 50) -> float:
+    """Median single-trial latency (ms) of an artifact on the CPU target with one thread."""
+    target = CpuTarget()
+    target.deploy(artifact)
+    return float(np.median(target.latency(trial, runs=runs, warmup=warmup)) * 1e3)
+
+
 def _measure_peak_memory(model_bytes: bytes, batch: np.ndarray) -> int:
     """Child process: peak resident memory (bytes) added by creating the session and running it."""
     import onnx

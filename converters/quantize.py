@@ -28,12 +28,16 @@ from typing import Any
 import numpy as np
 import onnx
 
+from converters.integer_scales import tie_free_average_pools
 from edge.artifact import Artifact
 from edge.errors import PassError
 
 log = logging.getLogger("edge")
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: Activations onnxruntime leaves in float by default that an int8 engine runs as integer lookup tables;
+#: without them an EEGNet's ELU (and the pooling after it) would stay float between DQ and Q.
+EXTRA_QDQ_OP_TYPES = ("Elu",)
 ACTIVATION_TYPES = ("int8", "int16")
 
 
@@ -84,7 +88,14 @@ def quantize_static_model(
     ``only`` restricts quantization to those nodes (``nodes_to_quantize``); ``activation_overrides`` maps
     activation tensor names to "int16" for per-tensor 16-bit activations in an otherwise int8 model.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.registry import QDQRegistry
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = artifact.meta.inputs[0].name
@@ -118,6 +129,7 @@ def quantize_static_model(
                     str(output),
                     Reader(),
                     quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=sorted(set(QDQRegistry) | set(EXTRA_QDQ_OP_TYPES)),
                     per_channel=per_channel,
                     activation_type=qtypes[activations],
                     weight_type=QuantType.QInt8,
@@ -131,6 +143,11 @@ def quantize_static_model(
             raise PassError(f"{owner} failed in onnxruntime.quantization: {str(exc).splitlines()[0]}") from None
         quantized = onnx.load(output)
     log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
+    if activations == "int8":
+        changed = tie_free_average_pools(quantized)
+        if changed:
+            log.info("%s: output scale of %s widened by 1/32 so integer kernels round as onnxruntime does",
+                     owner, ", ".join(changed))
     return quantized
 
 
@@ -258,7 +275,9 @@ class QuantizeInt4Weights:
             log.info("%s did not fire: %s", self.name, reason)
             return artifact.derive(_copy(artifact.model), self.name, {**self.params(), "fired": False, "reason": reason})
         try:
-            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+            from onnxruntime.quantization.matmul_nbits_quantizer import (
+                MatMulNBitsQuantizer,
+            )
         except ImportError as exc:
             raise PassError(f"{self.name} needs the package '{exc.name}' (pip install onnx-ir).") from None
         try:

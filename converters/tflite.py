@@ -26,7 +26,10 @@ outside ``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node. The t
 QUANTIZE / DEQUANTIZE (for NPUs) and records the I/O scales there.
 
 Numerics: TFLite kernels requantize with fixed-point multipliers and two roundings, onnxruntime with
-a float multiplier, so outputs match the ONNX QDQ model to a step or two, not bit for bit.
+a float multiplier and one, so a value lying within about 2^-9 of a step of a rounding boundary can
+land one step apart; outputs match the ONNX QDQ model to a step, not bit for bit. Exact ties would
+part ways systematically; ``converters.integer_scales`` sets average-pooling output scales so that none
+occur, and such a pool is lowered as a depthwise convolution, which rounds once.
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ SUPPORTED_OPS = {
     "Relu": "fused RELU activation, or RELU",
     "Flatten": "RESHAPE (fully connected weights permuted to NHWC order), + TRANSPOSE if not feeding Gemm",
     "Reshape": "RESHAPE (constant shape)",
-    "AveragePool": "AVERAGE_POOL_2D (2-D, no ceil_mode, VALID or SAME without counting pads)",
+    "AveragePool": "AVERAGE_POOL_2D (2-D, no ceil_mode, VALID or SAME without counting pads); "
+                   "DEPTHWISE_CONV_2D with weights 1/k when int8 and rescaling (see integer_scales)",
     "MaxPool": "MAX_POOL_2D (2-D, no ceil_mode, VALID or SAME)",
-    "Elu": "ELU (alpha = 1)",
+    "Elu": "ELU (alpha = 1; int8 as a lookup table, which Vela also maps to the NPU)",
     "Add": "ADD",
     "Mul": "MUL",
 }
@@ -609,12 +613,58 @@ class _Exporter:
         out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
         if x.dtype == "int8" and out_q is None:
             x = self._float(x)
+        rescaled = out_q is not None and (np.float32(out_q[0]), out_q[1]) != (np.float32(x.scale), x.zero_point)
+        if code == "AVERAGE_POOL_2D" and rescaled and padding == self.s.Padding.VALID:
+            self._finish(node, self._average_as_depthwise(node, x, tuple(kernel), tuple(strides), out_q), out_q)
+            return
         # int8 pooling keeps the input's quantization; a different output scale is a QUANTIZE after it
         out = self._like(x, f"{node.output[0]}_pooled" if out_q else node.output[0], self.shapes[node.output[0]], "nhwc")
         out.producer = self._op(code, [x.tensor], [out.tensor], options)
         if out_q:
             out = self._requantize(out, out_q[0], out_q[1], out_q[2])
         self._finish(node, out, out_q)
+
+    def _average_as_depthwise(self, node: onnx.NodeProto, x: _Value, kernel: tuple[int, int],
+                              strides: tuple[int, int], out_q: tuple[float, int, str]) -> _Value:
+        """A rescaling int8 average pool as DEPTHWISE_CONV_2D with weights 1/k: one rounding, not two.
+
+        TFLite's AVERAGE_POOL_2D cannot change scale, and a QUANTIZE after it rounds a second time.
+        Windows that tile a row (kernel height 1, kernel width = stride, width divisible) are turned into
+        a stride-1 convolution over a RESHAPE, which the Ethos-U takes (it limits depthwise strides to 3).
+        """
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw) = kernel, strides
+        out_shape = self.shapes[node.output[0]]
+        tiled = kh == 1 and sh == 1 and kw == sw and w % kw == 0
+        source = x
+        if tiled:
+            source = self._like(x, f"{node.name}_windows", (n, c, h * w // kw, kw), "nhwc")
+            source.producer = self._op("RESHAPE", [x.tensor, self._const_i32([-1, h * w // kw, kw, c])],
+                                       [source.tensor], self.s.ReshapeOptionsT())
+            kh, kw, sh, sw = 1, kw, 1, 1
+        window = kh * kw
+        weight_scale = np.full(c, 1.0 / (127 * window), np.float32)
+        weights = self._tensor(f"{node.name}_weights", (1, kh, kw, c), "int8",
+                               data=np.full((1, kh, kw, c), 127, np.int8), scale=weight_scale,
+                               zero_point=np.zeros(c, np.int64), axis=3)
+        bias = self._tensor(f"{node.name}_bias", (c,), "int32", data=np.zeros(c, np.int32),
+                            scale=(np.float32(x.scale) * weight_scale).astype(np.float32),
+                            zero_point=np.zeros(c, np.int64))
+        options = self.s.DepthwiseConv2DOptionsT()
+        options.padding = self.s.Padding.VALID
+        options.strideH, options.strideW = int(sh), int(sw)
+        options.depthMultiplier = 1
+        options.dilationHFactor = options.dilationWFactor = 1
+        conv_shape = (n, c, h * w // kernel[1], 1) if tiled else out_shape
+        out = self._like(x, f"{node.name}_mean" if tiled else node.output[0], conv_shape, "nhwc",
+                         scale=out_q[0], zero_point=out_q[1])
+        out.producer = self._op("DEPTHWISE_CONV_2D", [source.tensor, weights, bias], [out.tensor], options)
+        if tiled:
+            pooled = self._like(out, node.output[0], out_shape, "nhwc")
+            pooled.producer = self._op("RESHAPE", [out.tensor, self._const_i32([-1] + [out_shape[i] for i in _NHWC[1:]])],
+                                       [pooled.tensor], self.s.ReshapeOptionsT())
+            out = pooled
+        return out
 
     def _lower_AveragePool(self, node: onnx.NodeProto) -> None:
         self._pool(node, "AVERAGE_POOL_2D")

@@ -80,17 +80,25 @@ def inspect(model: str, as_json: bool) -> None:
               help="Also write OUTPUT as .tflite (checked in LiteRT) and/or a C array of it (repeatable).")
 @click.option("--tflite-io", type=click.Choice(["float32", "int8"]), default="float32", show_default=True,
               help="TFLite input/output type (int8 drops the edge QUANTIZE/DEQUANTIZE, as NPUs want).")
+@click.option("--min-agreement", type=click.FloatRange(0, 100), metavar="PCT",
+              help="Fail when any step keeps less top-1 agreement with its parent on the calibration data "
+                   "[default: 90 for quantization and exports, unchecked for pruning].")
+@click.option("--min-sqnr", type=float, metavar="DB",
+              help="Fail when any step's output SQNR against its parent falls below this (dB).")
 @json_option
 def convert(model: str, output: str, quantize: str | None, recipe: str | None, calibration: str | None,
             calibrate: str, exclude: tuple[str, ...], per_channel: bool, max_drop: float, eval_data: str | None,
             block_size: int, prune_channels: float | None,
             prune_nodes: tuple[str, ...], sparsity: float | None, sparsity_scope: str, nm: str | None,
-            exports: tuple[str, ...], tflite_io: str, as_json: bool) -> None:
+            exports: tuple[str, ...], tflite_io: str, min_agreement: float | None, min_sqnr: float | None,
+            as_json: bool) -> None:
     """Convert MODEL with an ordered recipe of passes and write it to OUTPUT.
 
-    After each pass the drift from its parent on the calibration data is printed.
+    After each pass and export the drift from its parent on the calibration data is printed and checked
+    against the tolerance; nothing is written when a step falls outside it.
     """
     from converters.recipe import load_exports, load_recipe, recipe_from_flags
+    from edge.convert import Tolerance
     from edge.convert import convert as run_convert
     from edge.models import resolve_model
 
@@ -113,8 +121,8 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
     def report(name: str, drift: Any) -> None:
         if not as_json:
             click.echo(f"{name}: top-1 agreement {100 * drift.top1_agreement:.1f} %, cosine "
-                       f"{drift.cosine_similarity:.5f}, max abs error {drift.max_abs_error:.4g} "
-                       f"({drift.trials} calibration trials)")
+                       f"{drift.cosine_similarity:.5f}, max abs error {drift.max_abs_error:.4g}, SQNR "
+                       f"{drift.sqnr_db:.1f} dB ({drift.trials} calibration trials)")
 
     def sensitivity_tables() -> None:
         from converters.mixed_precision import QuantizeMixed, format_sensitivity_table
@@ -125,7 +133,9 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
 
     try:
         child, drifts = run_convert(model, output, passes, calibration=calibration, on_pass=report,
-                                    exports=exports, tflite_io=tflite_io)
+                                    exports=exports, tflite_io=tflite_io,
+                                    tolerance=Tolerance(None if min_agreement is None else min_agreement / 100,
+                                                        min_sqnr))
     except EdgeError:
         sensitivity_tables()  # shows which layers could not meet the budget
         raise
@@ -136,7 +146,7 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
                        f"{record.params['max_drop']:g}) on {record.params['eval_trials']} trials")
     if as_json:
         click.echo(json.dumps({"output": output, "sha256": child.sha256,
-                               "drift": {name: vars(d) for name, d in drifts}}, indent=2))
+                               "drift": {name: d.as_dict() for name, d in drifts}}, indent=2))
     else:
         from converters.sparsify import format_sparsity_report, sparsity_report
         from edge.models import resolve_model

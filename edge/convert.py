@@ -6,16 +6,57 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from converters.recipe import run_recipe
 from edge.artifact import Artifact, write_artifact, write_bytes_atomic
 from edge.data.registry import load_dataset
-from edge.errors import ModelWriteError, PassError
+from edge.errors import EngineError, ModelWriteError, PassError
 from edge.evaluate import Drift, compare_outputs, drift, predict
 from edge.models import resolve_model
+
+log = logging.getLogger("edge")
+
+
+#: Passes that change the model's function on purpose; they meet a tolerance only when the user sets one.
+FUNCTION_CHANGING = ("prune-magnitude", "prune-nm", "prune-channels")
+#: Top-1 agreement with the parent that quantization passes and exports must keep unless the user says otherwise.
+DEFAULT_MIN_AGREEMENT = 0.90
+EXPORTS = ("tflite", "c")
+#: Trials each TFLite engine is checked on (TFLite Micro runs one trial at a time).
+LITERT_CHECK_TRIALS, MICRO_CHECK_TRIALS = 256, 32
+
+
+@dataclass
+class Tolerance:
+    """How far a step may move the outputs from its parent's; None leaves that measure unchecked."""
+
+    min_agreement: float | None = None  # top-1 agreement, fraction
+    min_sqnr_db: float | None = None
+
+    def check(self, step: str, result: Drift) -> None:
+        """Raise PassError naming the step and the measure when ``result`` is beyond the tolerance."""
+        if self.min_agreement is not None and result.top1_agreement < self.min_agreement:
+            raise PassError(f"after {step} the top-1 agreement with its parent is {100 * result.top1_agreement:.1f} % "
+                            f"on {result.trials} calibration trials, below the tolerance of "
+                            f"{100 * self.min_agreement:g} % (--min-agreement).")
+        if self.min_sqnr_db is not None and result.sqnr_db < self.min_sqnr_db:
+            raise PassError(f"after {step} the output SQNR against its parent is {result.sqnr_db:.1f} dB on "
+                            f"{result.trials} calibration trials, below the tolerance of {self.min_sqnr_db:g} dB "
+                            "(--min-sqnr).")
+
+
+def step_tolerance(step: str, user: Tolerance | None) -> Tolerance:
+    """The user's tolerance if given; else the default for quantization passes and exports, none for pruning."""
+    if user is not None and (user.min_agreement is not None or user.min_sqnr_db is not None):
+        return user
+    return Tolerance() if step in FUNCTION_CHANGING else Tolerance(min_agreement=DEFAULT_MIN_AGREEMENT)
 
 
 def convert(
@@ -27,11 +68,16 @@ def convert(
     on_pass: Callable[[str, Drift], None] | None = None,
     exports: tuple[str, ...] = (),
     tflite_io: str = "float32",
+    tolerance: Tolerance | None = None,
 ) -> tuple[Artifact, list[tuple[str, Drift]]]:
     """Apply ``passes`` to ``model`` and write the result to ``output``; returns it and each step's drift.
 
-    ``exports`` adds ``tflite`` (OUTPUT with .tflite, checked in LiteRT against the ONNX result) and
-    ``c`` (a .h/.c pair holding the TFLite bytes for firmware builds).
+    Every pass is compared with its parent on the calibration trials (top-1 agreement, cosine, max abs
+    error, SQNR) and must meet ``tolerance`` (default: quantization passes and exports keep 90 % top-1
+    agreement; pruning is only held to a tolerance the user sets). ``exports`` adds ``tflite`` (OUTPUT
+    with .tflite, run in LiteRT's builtin kernels and in TFLite Micro against the ONNX result) and ``c``
+    (a .h/.c pair holding the TFLite bytes for firmware builds). Nothing is written unless every check
+    passes.
     """
     source_path, artifact = resolve_model(model)
     output = Path(output)
@@ -40,54 +86,56 @@ def convert(
                               where=str(output))
     if not passes:
         raise PassError("the recipe is empty: give --quantize int8, a pruning flag or --recipe FILE.")
+    unknown = sorted(set(exports) - set(EXPORTS))
+    if unknown:
+        raise PassError(f"unknown export format '{unknown[0]}'; known: {', '.join(EXPORTS)}.")
     spec = calibration or artifact.meta.extra.get("calibration_data")
     if not spec:
         raise PassError("conversion needs calibration data (to quantize and to check each pass): pass --calib DATASPEC.")
     trials = load_dataset(spec, artifact.meta).x
     drifts: list[tuple[str, Drift]] = []
 
-    def check(step: Any, parent: Artifact, child: Artifact) -> None:
-        result = drift(parent, child, trials[: getattr(step, "calibration_trials", 256)])
-        drifts.append((step.name, result))
+    def record(name: str, result: Drift) -> None:
+        drifts.append((name, result))
         if on_pass is not None:
-            on_pass(step.name, result)
+            on_pass(name, result)
+        step_tolerance(name.split(" ")[0], tolerance).check(name, result)
 
-    unknown = sorted(set(exports) - set(EXPORTS))
-    if unknown:
-        raise PassError(f"unknown export format '{unknown[0]}'; known: {', '.join(EXPORTS)}.")
+    def check(step: Any, parent: Artifact, child: Artifact) -> None:
+        record(step.name, drift(parent, child, trials[: getattr(step, "calibration_trials", 256)]))
+
     child = run_recipe(artifact, passes, trials, after_each=check)
-    for record in child.meta.provenance[len(artifact.meta.provenance):]:
-        record.params["calibration_data"] = spec
-    write_artifact(child, output, inputs=(source_path,) if source_path else ())
+    for record_ in child.meta.provenance[len(artifact.meta.provenance):]:
+        record_.params["calibration_data"] = spec
+    tflite = None
     if exports:
-        tflite_drift = _export_tflite(child, output, trials[:256], exports, tflite_io)
-        if tflite_drift is not None:
-            drifts.append(("tflite", tflite_drift))
-            if on_pass is not None:
-                on_pass("tflite", tflite_drift)
+        tflite = _export_tflite(child, trials, tflite_io, record)
+    write_artifact(child, output, inputs=(source_path,) if source_path else ())
+    if tflite is not None:
+        write_bytes_atomic(output.with_suffix(".tflite"), tflite)
+        if "c" in exports:
+            from converters.c_array import write_c_array
+
+            name = "".join(c if c.isalnum() else "_" for c in output.stem)
+            write_c_array(tflite, output.parent, f"{name}_tflite" if name[:1].isalpha() else f"model_{name}")
     return child, drifts
 
 
-EXPORTS = ("tflite", "c")
-
-
-def _export_tflite(child: Artifact, output: Path, trials: Any, exports: tuple[str, ...], io: str) -> Drift | None:
-    """Write the TFLite file (and C array); with float I/O, measure it in LiteRT against the ONNX model."""
-    import numpy as np
-
-    from converters.c_array import write_c_array
+def _export_tflite(child: Artifact, trials: np.ndarray, io: str, record: Callable[[str, Drift], None]) -> bytes:
+    """The TFLite bytes, after running them in LiteRT (builtin kernels) and TFLite Micro against the ONNX model."""
     from converters.tflite import export_tflite
     from runtimes.litert_session import LiteRTSession
+    from runtimes.tflm_session import TFLMSession
 
     data = export_tflite(child, io=io)
-    tflite_path = output.with_suffix(".tflite")
-    write_bytes_atomic(tflite_path, data)
-    if "c" in exports:
-        name = "".join(c if c.isalnum() else "_" for c in output.stem)
-        write_c_array(data, output.parent, f"{name}_tflite" if name[:1].isalpha() else f"model_{name}")
-    if io != "float32":
-        return None  # int8 I/O takes quantized trials; the float check above does not apply
-    session = LiteRTSession(data)
-    tflite_out = np.concatenate([session.run({"x": t[None]})[0] for t in trials])
-    onnx_out = predict(child, trials)
-    return compare_outputs(onnx_out, tflite_out)
+    onnx_out = predict(child, trials[:LITERT_CHECK_TRIALS])
+    litert = LiteRTSession(data, kernels="builtin")
+    litert_out = np.concatenate([litert.run({"x": t[None]})[0] for t in trials[:LITERT_CHECK_TRIALS]])
+    record("tflite (LiteRT)", compare_outputs(onnx_out, litert_out))
+    try:
+        micro_out = TFLMSession(data).run({"x": trials[:MICRO_CHECK_TRIALS]})[0]
+    except EngineError as exc:
+        log.warning("the TFLite file was not checked in TFLite Micro: %s", exc)
+        return data
+    record("tflite (TFLite Micro)", compare_outputs(onnx_out[:MICRO_CHECK_TRIALS], micro_out))
+    return data

@@ -46,7 +46,7 @@ def run_demo(
     int8_results["metrics"]["agreement_with_reference"] = agreement(reference, quantized, dataset.x)
     write_results(folder, fp32_results, "results_fp32.json")
     write_results(folder, int8_results, "results_int8.json")
-    (folder / "drift.json").write_text(json.dumps({name: vars(d) for name, d in drifts}, indent=2) + "\n")
+    (folder / "drift.json").write_text(json.dumps({name: d.as_dict() for name, d in drifts}, indent=2) + "\n")
     step(1.0, "done")
 
     name, drift = drifts[-1]

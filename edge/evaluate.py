@@ -35,23 +35,33 @@ class Drift:
     cosine_similarity: float
     max_abs_error: float
     trials: int
+    sqnr_db: float = math.inf  # signal-to-quantization-noise ratio of the child's outputs, in dB
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Plain JSON values (an infinite SQNR, for identical outputs, becomes null)."""
+        return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
 
 
 def drift(parent: Artifact, child: Artifact, x: np.ndarray, device: str = "cpu") -> Drift:
-    """Top-1 agreement, mean cosine similarity and max abs error of child vs parent outputs."""
+    """Top-1 agreement, mean cosine similarity, max abs error and SQNR of child vs parent outputs."""
     return compare_outputs(predict(parent, x, device), predict(child, x, device))
 
 
 def compare_outputs(a: np.ndarray, b: np.ndarray) -> Drift:
-    """Top-1 agreement, mean cosine similarity and max abs error between two models' outputs."""
-    a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    """Top-1 agreement, mean cosine similarity, max abs error and SQNR of ``b`` against the reference ``a``.
+
+    SQNR = 10 log10(sum a^2 / sum (a - b)^2) over all outputs (infinite when they are equal).
+    """
+    a2, b2 = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
     cosine = np.sum(a2 * b2, axis=1) / np.where(norms == 0, 1.0, norms)
+    noise = float(np.sum((a2 - b2) ** 2))
     return Drift(
         top1_agreement=float(np.mean(a2.argmax(1) == b2.argmax(1))),
         cosine_similarity=float(np.mean(cosine)),
         max_abs_error=float(np.max(np.abs(a2 - b2))),
         trials=len(a2),
+        sqnr_db=math.inf if noise == 0 else float(10 * np.log10(max(float(np.sum(a2**2)), 1e-300) / noise)),
     )
 
 
@@ -139,7 +149,7 @@ def evaluate(
         metrics["peak_memory_bytes"] = target.peak_memory(dataset.x[0])
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "environment": environment(),
         "artifact": {
             "path": path,
@@ -147,7 +157,7 @@ def evaluate(
             "family": artifact.meta.family,
             "provenance": [asdict(p) for p in artifact.meta.provenance],
         },
-        "data": {"spec": dataset.name, "trials": len(dataset), "groups": int(len(np.unique(dataset.groups)))},
+        "data": {"spec": dataset.name, "trials": len(dataset), "groups": len(np.unique(dataset.groups))},
         "device": target.info(),
         "metrics": metrics,
     }
@@ -194,7 +204,7 @@ def label_metrics(
         for s in dict.fromkeys(subjects.tolist())
     }
     metrics: dict[str, Any] = {
-        "accuracy": {"value": float(correct.mean()), "ci95": [lo, hi], "n": int(len(y)), "interval": "Wilson"},
+        "accuracy": {"value": float(correct.mean()), "ci95": [lo, hi], "n": len(y), "interval": "Wilson"},
         "balanced_accuracy": balanced_accuracy(confusion),
         "kappa": cohen_kappa(confusion),
         "chance": 1.0 / n_classes,
@@ -213,7 +223,7 @@ def label_metrics(
             "of_mean_accuracy": itr_bits_per_min(float(correct.mean()), n_classes, itr_window_s, gaze_shift_s),
             "convention": f"mean of per-(subject, block) ITRs; selection time = window {itr_window_s} s "
                           f"+ gaze shift {gaze_shift_s} s",
-            "groups": int(len(per_group)),
+            "groups": len(per_group),
             "interval": "bootstrap over groups",
         }
         for s, row in per_subject.items():

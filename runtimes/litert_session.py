@@ -38,7 +38,7 @@ class LiteRTSession:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the single input in ``feeds`` (any name) and return the first output."""
         (x,) = feeds.values()
-        x = np.ascontiguousarray(x, dtype=self._input["dtype"])
+        x = to_input_type(x, self._input)
         try:
             if x.shape != self._shape:
                 self._interpreter.resize_tensor_input(self._input["index"], x.shape)
@@ -48,4 +48,33 @@ class LiteRTSession:
             self._interpreter.invoke()
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"LiteRT could not run the model: {str(exc).splitlines()[0]}") from None
-        return [self._interpreter.get_tensor(self._output["index"]).copy()]
+        return [from_output_type(self._interpreter.get_tensor(self._output["index"]).copy(), self._output)]
+
+
+def _quantization(details: dict) -> tuple[float, int]:
+    params = details.get("quantization_parameters") or {}
+    scales, zero_points = params.get("scales", []), params.get("zero_points", [])
+    if len(scales):
+        return float(scales[0]), int(zero_points[0])
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return float(scale), int(zero_point)
+
+
+def to_input_type(x: np.ndarray, details: dict) -> np.ndarray:
+    """``x`` as the input tensor's type: float data for an int8 input is quantized with its scale and zero point."""
+    dtype = np.dtype(details["dtype"])
+    x = np.asarray(x)
+    if dtype == np.int8 and x.dtype != np.int8:
+        scale, zero_point = _quantization(details)
+        if scale == 0:
+            raise EngineError("the model's int8 input has no quantization parameters to convert float data with.")
+        x = np.clip(np.round(x / scale) + zero_point, -128, 127)
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def from_output_type(y: np.ndarray, details: dict) -> np.ndarray:
+    """An int8 output dequantized to float32 with its scale and zero point; others unchanged."""
+    if y.dtype != np.int8:
+        return y
+    scale, zero_point = _quantization(details)
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32) if scale else y

@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from edge.errors import EngineError
+from runtimes.litert_session import from_output_type, to_input_type
 
 
-def _runtime():  # noqa: ANN202
+def _runtime():
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError:
@@ -21,15 +22,23 @@ def _runtime():  # noqa: ANN202
 
 
 class TFLMSession:
-    """One TFLite Micro interpreter; runs a batch one trial at a time (microcontroller models take batch 1)."""
+    """One TFLite Micro interpreter; runs a batch one trial at a time (microcontroller models take batch 1).
+
+    Without ``arena_bytes`` the arena is an upper bound read from the file (every activation tensor
+    held at once, plus bookkeeping), as a host check needs no tight arena; :func:`minimum_arena_bytes`
+    finds the smallest. Float inputs given to an int8-input model are quantized with the input's scale
+    and zero point, and int8 outputs are returned dequantized, so float data works on either file.
+    """
 
     def __init__(self, data: bytes, *, arena_bytes: int | None = None) -> None:
         runtime = _runtime()
+        self.arena_bytes = arena_bytes or upper_bound_arena_bytes(data)
         try:
-            self._interpreter = runtime.Interpreter.from_bytes(bytes(data), arena_size=arena_bytes)
+            self._interpreter = runtime.Interpreter.from_bytes(bytes(data), arena_size=self.arena_bytes)
         except (RuntimeError, ValueError) as exc:
             raise EngineError(f"TFLite Micro refused the model: {str(exc).splitlines()[0]}") from None
         self._input = self._interpreter.get_input_details(0)
+        self._output = self._interpreter.get_output_details(0)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run every trial of the single input in ``feeds`` and stack the first output."""
@@ -37,11 +46,11 @@ class TFLMSession:
         outputs = []
         for trial in np.asarray(x):
             try:
-                self._interpreter.set_input(np.ascontiguousarray(trial[None], dtype=self._input["dtype"]), 0)
+                self._interpreter.set_input(to_input_type(trial[None], self._input), 0)
                 self._interpreter.invoke()
             except (RuntimeError, ValueError) as exc:
                 raise EngineError(f"TFLite Micro could not run the model: {str(exc).splitlines()[0]}") from None
-            outputs.append(np.array(self._interpreter.get_output(0)))
+            outputs.append(from_output_type(np.array(self._interpreter.get_output(0)), self._output))
         return [np.concatenate(outputs)]
 
 
@@ -63,3 +72,21 @@ def minimum_arena_bytes(data: bytes, trial: np.ndarray, *, upper: int | None = N
         middle = (low + high) // 2
         low, high = (low, middle) if fits(middle) else (middle, high)
     return high
+
+
+def upper_bound_arena_bytes(data: bytes) -> int:
+    """An arena that always suffices: every non-constant tensor at once, aligned, plus 64 KiB of bookkeeping."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    item = {schema.TensorType.FLOAT32: 4, schema.TensorType.INT32: 4, schema.TensorType.INT8: 1,
+            schema.TensorType.INT16: 2, schema.TensorType.UINT8: 1, schema.TensorType.INT64: 8}
+    total = 0
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+            if buffer is not None and buffer.data is not None and len(buffer.data):
+                continue  # constant: stays in flash
+            elements = int(np.prod([max(int(d), 1) for d in (tensor.shape if tensor.shape is not None else [])]))
+            total += (elements * item.get(tensor.type, 8) + 15) // 16 * 16
+    return total + 65536

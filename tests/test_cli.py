@@ -233,17 +233,33 @@ def test_plain_onnx_and_plain_arrays_work_like_a_zoo_model(tiny_model_path: Path
     assert_one_clear_line(code, out, "needs calibration data")
 
 
-def test_convert_exports_tflite_checked_in_litert_and_a_c_array(reference_path: Path, tmp_path: Path) -> None:
+def test_convert_exports_tflite_checked_in_litert_and_tflite_micro_and_a_c_array(reference_path: Path,
+                                                                                 tmp_path: Path) -> None:
     out_path = tmp_path / "ssvep_int8.onnx"
     code, out = run("convert", str(reference_path), "--quantize", "int8", "--calib", CALIB, "-o", str(out_path),
                     "--export", "tflite", "--export", "c")
     assert code == 0, out
-    line = next(line for line in out.splitlines() if line.startswith("tflite:"))
-    agreement = float(line.split("top-1 agreement")[1].split("%")[0])
-    assert agreement >= 99.0
+    for engine in ("LiteRT", "TFLite Micro"):
+        line = next(line for line in out.splitlines() if line.startswith(f"tflite ({engine}):"))
+        assert float(line.split("top-1 agreement")[1].split("%")[0]) >= 96.0
+        assert float(line.split("SQNR")[1].split("dB")[0]) > 25.0
     assert (tmp_path / "ssvep_int8.tflite").read_bytes()[4:8] == b"TFL3"
     assert "alignas(16)" in (tmp_path / "ssvep_int8_tflite.c").read_text()[:2000]
     assert "ssvep_int8_tflite_len" in (tmp_path / "ssvep_int8_tflite.h").read_text()
+
+
+def test_convert_fails_beyond_the_tolerance_and_writes_nothing(reference_path: Path, tmp_path: Path) -> None:
+    out_path = tmp_path / "strict.onnx"
+    code, out = run("convert", str(reference_path), "--quantize", "int8", "--calib", CALIB, "-o", str(out_path),
+                    "--min-sqnr", "80")
+    last = out.strip().splitlines()[-1]  # the step's drift line, then the error
+    assert code != 0 and "Traceback" not in out and "quantize-int8: top-1 agreement" in out
+    assert "after quantize-int8 the output SQNR against its parent is" in last and "tolerance of 80 dB" in last
+    assert not out_path.exists()
+    code, out = run("convert", str(reference_path), "--prune-channels", "0.9", "--prune-node", "/time2/Conv",
+                    "--calib", CALIB, "-o", str(out_path), "--min-agreement", "99")
+    assert code != 0 and "after prune-channels the top-1 agreement with its parent is" in out.strip().splitlines()[-1]
+    assert not out_path.exists()
 
 
 def test_convert_prunes_channels_and_reports_macs(reference_path: Path, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@
 
 Passes run in file order; each gets the calibration trials and returns a child artifact whose
 provenance records the pass and its parameters. Registered: prune-channels, prune-magnitude,
-prune-nm (these need float weights, so they come first), quantize-int8 (int8 or int16 activations),
+prune-nm and clip-ftclipact / clip-proact (fault tolerance; these need float weights, so they come
+first), quantize-int8 (int8 or int16 activations),
 quantize-dynamic-int8, quantize-int4-weights and quantize-mixed (per-layer precision under a budget).
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.clip import ClipActivations, ClipActivationsProAct
 from converters.mixed_precision import QuantizeMixed
 from converters.prune_channels import PruneChannels
 from converters.quantize import QuantizeDynamicInt8, QuantizeInt4Weights, QuantizeInt8
@@ -35,6 +37,8 @@ from edge.errors import PassError
 
 # Pruning works on float weights, so prune/sparsify passes come before quantize-int8 in a recipe.
 PASSES: dict[str, type] = {
+    "clip-ftclipact": ClipActivations,
+    "clip-proact": ClipActivationsProAct,
     "prune-channels": PruneChannels,
     "prune-magnitude": PruneMagnitude,
     "prune-nm": PruneNM,

@@ -76,6 +76,12 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), help="Zero this fraction of weights by magnitude.")
 @click.option("--sparsity-scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True)
 @click.option("--nm", metavar="N:M", help="N:M sparsity along the input dimension, e.g. 2:4.")
+@click.option("--clip", type=click.Choice(["ftclipact", "proact"]),
+              help="Fault tolerance: bound every activation (FT-ClipAct layer-wise, ProAct hybrid) before quantizing.")
+@click.option("--clip-mode", type=click.Choice(["zero", "saturate"]), default="zero", show_default=True,
+              help="Out-of-range activations become 0 (zero) or the bound (saturate; the only mode NPUs run).")
+@click.option("--clip-search/--no-clip-search", default=True, show_default=True,
+              help="Refine the profiled bounds by fault-injection-guided interval search (needs labelled --calib).")
 @click.option("--export", "exports", multiple=True, type=click.Choice(["tflite", "c"]),
               help="Also write OUTPUT as .tflite (checked in LiteRT) and/or a C array of it (repeatable).")
 @click.option("--tflite-io", type=click.Choice(["float32", "int8"]), default="float32", show_default=True,
@@ -90,8 +96,8 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
             calibrate: str, exclude: tuple[str, ...], per_channel: bool, max_drop: float, eval_data: str | None,
             block_size: int, prune_channels: float | None,
             prune_nodes: tuple[str, ...], sparsity: float | None, sparsity_scope: str, nm: str | None,
-            exports: tuple[str, ...], tflite_io: str, min_agreement: float | None, min_sqnr: float | None,
-            as_json: bool) -> None:
+            clip: str | None, clip_mode: str, clip_search: bool, exports: tuple[str, ...], tflite_io: str,
+            min_agreement: float | None, min_sqnr: float | None, as_json: bool) -> None:
     """Convert MODEL with an ordered recipe of passes and write it to OUTPUT.
 
     After each pass and export the drift from its parent on the calibration data is printed and checked
@@ -113,6 +119,14 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
         quantize, exclude, calibrate, per_channel, prune_channels=prune_channels, prune_nodes=prune_nodes,
         sparsity=sparsity, sparsity_scope=sparsity_scope, nm=nm, max_drop=max_drop, eval_data=eval_data,
         block_size=block_size)
+    if clip:
+        if recipe:
+            raise click.UsageError("give --clip in the recipe ([[pass]] name = \"clip-ftclipact\") or as a flag, not both.")
+        from converters.clip import ClipActivations, ClipActivationsProAct
+
+        clip_pass = (ClipActivations if clip == "ftclipact" else ClipActivationsProAct)(mode=clip_mode, search=clip_search)
+        first_quantize = next((i for i, p in enumerate(passes) if p.name.startswith("quantize")), len(passes))
+        passes.insert(first_quantize, clip_pass)
     if recipe:
         recipe_exports, recipe_io = load_exports(recipe)
         exports = tuple(dict.fromkeys(exports + recipe_exports))
@@ -190,6 +204,43 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
     if subjects:
         click.echo("\n" + subjects)
     click.echo(f"results: {folder / 'results.json'}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--data", "data_spec", required=True, metavar="DATASPEC", help="Labelled trials (dataset spec or file).")
+@click.option("--ber", "ber_range", default="1e-7:1e-3", show_default=True, metavar="LOW:HIGH|LIST",
+              help="Bit error rates per stored bit: a decade range or a comma-separated list.")
+@click.option("--maps", default=100, show_default=True, type=click.IntRange(min=1), help="Fault maps per BER.")
+@click.option("--compare", metavar="MODEL", help="Sweep a second model (e.g. the hardened one) on the same faults.")
+@click.option("--bits", type=click.Choice(["all", "sign", "exponent", "mantissa"]), default="all", show_default=True,
+              help="Which bits of each stored word may flip.")
+@click.option("--kind", type=click.Choice(["flip", "stuck-at-0", "stuck-at-1"]), default="flip", show_default=True)
+@click.option("--targets", type=click.Choice(["weights", "all"]), default="weights", show_default=True,
+              help="Weights and biases, or every stored float parameter (clip bounds included).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Processes.")
+@click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where the run folder is created.")
+@json_option
+def resilience(model: str, data_spec: str, ber_range: str, maps: int, compare: str | None, bits: str, kind: str,
+               targets: str, seed: int, workers: int, out_dir: str, as_json: bool) -> None:
+    """Accuracy (and ITR) of MODEL against the bit error rate of its weight memory, with 95 % bands.
+
+    The curve (and COMPARE's, on the same fault maps) goes to results.json and resilience.png.
+    """
+    from edge.faults import FaultModel
+    from edge.resilience import format_resilience, parse_ber_range, run_resilience
+
+    bers = parse_ber_range(ber_range)
+    fault = FaultModel(kind=kind, bits=bits, targets=targets)
+    results, folder = run_resilience(model, data_spec, bers=bers, maps=maps, seed=seed, compare=compare,
+                                     fault=fault, workers=workers, out_dir=out_dir)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in results.items()}, indent=2, default=str))
+        return
+    click.echo(format_resilience(results))
+    click.echo(f"results: {folder / 'results.json'}, plot: {folder / 'resilience.png'}")
 
 
 @main.command()

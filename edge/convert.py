@@ -25,7 +25,7 @@ log = logging.getLogger("edge")
 
 
 #: Passes that change the model's function on purpose; they meet a tolerance only when the user sets one.
-FUNCTION_CHANGING = ("prune-magnitude", "prune-nm", "prune-channels")
+FUNCTION_CHANGING = ("prune-magnitude", "prune-nm", "prune-channels", "clip-ftclipact", "clip-proact")
 #: Top-1 agreement with the parent that quantization passes and exports must keep unless the user says otherwise.
 DEFAULT_MIN_AGREEMENT = 0.90
 EXPORTS = ("tflite", "c")
@@ -92,7 +92,11 @@ def convert(
     spec = calibration or artifact.meta.extra.get("calibration_data")
     if not spec:
         raise PassError("conversion needs calibration data (to quantize and to check each pass): pass --calib DATASPEC.")
-    trials = load_dataset(spec, artifact.meta).x
+    dataset = load_dataset(spec, artifact.meta)
+    trials = dataset.x
+    for step in passes:
+        if hasattr(step, "search"):  # the fault-injection-guided clip search scores accuracy: it needs labels
+            step.calibration_labels = dataset.y
     drifts: list[tuple[str, Drift]] = []
 
     def record(name: str, result: Drift) -> None:

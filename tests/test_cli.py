@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,25 @@ def test_convert_mixed_precision_says_which_layers_miss_the_budget(reference_pat
     assert code == 1 and "Traceback" not in out
     assert "could not quantize within the budget" in out
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_clip_then_resilience_compares_both_curves_and_saves_the_plot(reference_path: Path, tmp_path: Path) -> None:
+    clipped = tmp_path / "clip.onnx"
+    code, out = run("convert", str(reference_path), "--clip", "ftclipact", "--no-clip-search", "--calib", CALIB,
+                    "-o", str(clipped))
+    assert code == 0, out
+    assert "clip-ftclipact: top-1 agreement 100.0 %" in out
+    data = "synthetic-ssvep:subjects=31-31,blocks=1,seed=0"
+    code, out = run("resilience", str(reference_path), "--data", data, "--ber", "1e-6:1e-4", "--maps", "3",
+                    "--compare", str(clipped), "--out-dir", str(tmp_path / "runs"))
+    assert code == 0, out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()[:3] in ("cle", "1e-")}
+    assert set(rows) == {"clean", "1e-06", "1e-05", "1e-04"}
+    unprotected, protected = (float(v) for v in re.findall(r"([\d.]+) %", rows["1e-04"]))
+    assert protected > unprotected + 20  # the clipped model keeps most of its accuracy at a BER that kills fp32
+    folder = next((tmp_path / "runs").iterdir())
+    doc = json.loads((folder / "results.json").read_text())
+    assert doc["bers"] == [1e-6, 1e-5, 1e-4] and len(doc["models"]) == 2
+    assert (folder / "resilience.png").read_bytes()[:4] == b"\x89PNG"
+    code, out = run("resilience", str(reference_path), "--data", data, "--ber", "1e-3:1e-7")
+    assert_one_clear_line(code, out, "--ber must look like 1e-7:1e-3")

@@ -22,8 +22,9 @@ the SSVEP network's logits reach twice their calibration maximum on unseen subje
 exponent makes values near 1e38, far beyond any such bound. ``ClipActivations`` (``clip-ftclipact``,
 Hoang et al. 2020) then refines the high bound of each site in turn, first to last, by the
 fault-injection-guided interval search: four candidates across [0, margin x profiled max] scored by
-the area under accuracy-vs-BER, the interval narrowed around the best (the widest of equal scores),
-the remaining sites re-profiled with the new bound in place. ``ClipActivationsProAct`` (``clip-proact``) is the hybrid-granularity variant; with
+the area under accuracy-vs-BER, candidates that cost more than ``max_clean_drop`` points of clean
+accuracy on the calibration trials excluded, the interval narrowed around the best (the widest of
+equal scores), the remaining sites re-profiled with the new bound in place. ``ClipActivationsProAct`` (``clip-proact``) is the hybrid-granularity variant; with
 no PyTorch training loop for arbitrary ONNX graphs its neuron-wise bounds come from profiling and the
 same search, not ProAct's progressive gradient training (noted in provenance).
 
@@ -210,6 +211,7 @@ class ClipActivations:
     bers: list[float] = field(default_factory=lambda: list(DEFAULT_SCORE_BERS))
     maps: int = 5
     iterations: int = 3
+    max_clean_drop: float = 0.5
     calibration_trials: int = 256
     seed: int = 0
     name: str = "clip-ftclipact"
@@ -223,6 +225,9 @@ class ClipActivations:
         if self.margin < 1.0:
             raise PassError(f"The 'margin' parameter of {self.name} must be >= 1 (a multiple of the profiled range); "
                             f"got {self.margin}.")
+        if self.max_clean_drop < 0:
+            raise PassError(f"The 'max_clean_drop' parameter of {self.name} must be >= 0 (points); "
+                            f"got {self.max_clean_drop}.")
         if self.maps < 1 or self.iterations < 1 or self.calibration_trials < 1:
             raise PassError(f"{self.name}: maps, iterations and calibration_trials must be >= 1.")
 
@@ -248,7 +253,7 @@ class ClipActivations:
         sites = self._profiled(artifact, x, pairs, neuron)
         history: list[dict[str, object]] = []
         if self.search:
-            scorer = scorer or self._default_scorer(x, labels)
+            scorer = scorer or self._default_scorer(artifact, x, labels)
             for index in range(len(sites)):
                 sites[index], record = self._search_site(artifact, sites, index, scorer)
                 history.append(record)
@@ -268,16 +273,25 @@ class ClipActivations:
         ranges = profile(artifact, x, [t for t, _ in pairs], neuron)
         return [ClipSite(t, relu, ranges[t][0] * self.margin, ranges[t][1] * self.margin) for t, relu in pairs]
 
-    def _default_scorer(self, x: np.ndarray, labels: np.ndarray | None) -> Scorer:
+    def _default_scorer(self, artifact: Artifact, x: np.ndarray, labels: np.ndarray | None) -> Scorer:
         if labels is None:
             raise PassError(f"{self.name} searches thresholds by fault injection and needs labelled calibration "
                             "data; pass --calib with labels, or search=false to keep the profiled bounds.")
         from edge.faults import FaultModel, run_campaign
 
+        y = labels[: len(x)]
+        session = _session_with_outputs(artifact.model, [])
+        input_name = session.get_inputs()[0].name
+        logits = session.run(None, {input_name: x.astype(np.float32)})[0]
+        floor = float(np.mean(logits.argmax(1) == y)) - self.max_clean_drop / 100
+
         def score(candidate: Artifact) -> float:
-            result = run_campaign(candidate, x, labels[: len(x)], bers=tuple(self.bers), maps=self.maps,
+            result = run_campaign(candidate, x, y, bers=tuple(self.bers), maps=self.maps,
                                   seed=self.seed, fault=FaultModel(), workers=1)
-            return result.auc()
+            # a bound that costs more clean accuracy than the budget is out, however resilient
+            return result.auc() if result.clean()["accuracy"] >= floor - 1e-9 else -np.inf
+
+        return score
 
         return score
 

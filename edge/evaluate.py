@@ -22,7 +22,7 @@ from edge.artifact import Artifact
 from edge.data.registry import Dataset
 from edge.errors import DataError
 from edge.families.ssvep.metrics import itr_bits_per_min, itr_per_group
-from edge.metrics import balanced_accuracy, cohen_kappa, confusion_matrix, mean_sd
+from edge.metrics import balanced_accuracy, cohen_kappa, confusion_matrix, mean_sd, wilson_interval
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -72,16 +72,6 @@ def predict(artifact: Artifact, x: np.ndarray, device: str = "cpu", batch_size: 
     target = get_target(device)
     target.deploy(artifact)
     return np.concatenate([target.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def bootstrap_mean_interval(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from edge.errors import DataError
-from edge.evaluate import wilson_interval as _wilson95
+from edge.metrics import wilson_interval as _wilson95
 
 
 def two_sided_quantile(confidence: float) -> float:

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from edge.errors import DataError
-from edge.evaluate import wilson_interval as evaluate_wilson
+from edge.metrics import wilson_interval as evaluate_wilson
 from edge.faults.statistics import (
     achieved_margin,
     clopper_pearson_interval,

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, version_converter
 from edge.artifact import Artifact
 from edge.errors import DataError, PassError
 from edge.faults.engine import create_session, data_input
-from edge.faults.models import WEIGHT_OPS, FaultModel, _starts
+from edge.faults.models import WEIGHT_OPS, FaultModel, bit_starts
 from edge.faults.statistics import clopper_pearson_interval, wilson_interval
 
 QUANTIZED_TYPES = {TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8,
@@ -157,10 +157,10 @@ class ActivationFaultEngine:
         self.starts = []
         for site in self.sites:
             if site.dtype == "float32":
-                self.starts.append(_starts(fault, 32, (31,), tuple(range(23, 31))))
+                self.starts.append(bit_starts(fault, 32, (31,), tuple(range(23, 31))))
             else:
                 width = np.dtype(site.dtype).itemsize * 8
-                self.starts.append(_starts(fault, width, (width - 1,), ()))
+                self.starts.append(bit_starts(fault, width, (width - 1,), ()))
         self.site_counts = np.array([s.size * len(b) for s, b in zip(self.sites, self.starts)], dtype=np.int64)
         if self.site_counts.sum() == 0:
             raise PassError(f"no activation bit matches bits={bits!r}.")

@@ -50,6 +50,10 @@ _LAYOUTS: dict[int, Layout] = {
     TensorProto.UINT16: (16, (15,), ()),
     TensorProto.INT32: (32, (31,), ()),
 }
+#: The same layouts by numpy dtype name, for weights stored outside ONNX (TFLite buffers, device memory).
+LAYOUTS_BY_DTYPE: dict[str, Layout] = {
+    np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t)).name: layout for t, layout in _LAYOUTS.items()
+}
 _PACKED_INT4: Layout = (8, (3, 7), ())  # two 4-bit values per byte (MatMulNBits input B)
 _FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
 
@@ -221,7 +225,7 @@ class FaultTargets:
         for name, layout in selected:
             array = np.ascontiguousarray(numpy_helper.to_array(inits[name])).copy()
             width, sign, exponent = layout
-            starts = _starts(fault, width, sign, exponent)
+            starts = bit_starts(fault, width, sign, exponent)
             if len(starts):
                 tensors.append(TargetTensor(name, array, width, starts))
         return cls(tensors, fault)
@@ -318,7 +322,7 @@ def select_targets(model: onnx.ModelProto, fault: FaultModel) -> list[tuple[str,
     return [(name, layouts[name]) for name in chosen]
 
 
-def _starts(fault: FaultModel, width: int, sign: tuple[int, ...], exponent: tuple[int, ...]) -> np.ndarray:
+def bit_starts(fault: FaultModel, width: int, sign: tuple[int, ...], exponent: tuple[int, ...]) -> np.ndarray:
     """Lowest bit positions at which a ``fault.burst``-bit fault stays in the allowed class of a ``width``-bit word."""
     if fault.bits == "all":
         allowed = set(range(width))

@@ -146,7 +146,12 @@ def tflite_fault_targets(model: TfliteModel, fault: FaultModel) -> FaultTargets:
     fault model covers) or a tuple of tensor names; ``fault.layers`` keeps the named tensors.
     """
     from edge.errors import PassError
-    from edge.faults.models import LAYOUTS_BY_DTYPE, FaultTargets, TargetTensor, bit_starts
+    from edge.faults.models import (
+        LAYOUTS_BY_DTYPE,
+        FaultTargets,
+        TargetTensor,
+        bit_starts,
+    )
 
     arrays = model.weights()
     names = list(arrays)
@@ -168,3 +173,12 @@ def tflite_fault_targets(model: TfliteModel, fault: FaultModel) -> FaultTargets:
         if len(starts):
             tensors.append(TargetTensor(name, array, width, starts))
     return FaultTargets(tensors, fault)
+
+
+def patched_tflite(model: TfliteModel, fault_map: FaultMap) -> bytes:
+    """The file's bytes with ``fault_map`` applied to its weight buffers (the pristine model is left alone)."""
+    from edge.faults import apply_fault_map
+
+    arrays = model.weights()
+    apply_fault_map(arrays, fault_map)
+    return model.with_weights(arrays)

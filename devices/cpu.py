@@ -1,4 +1,4 @@
-"""The host CPU as a target, through ONNX Runtime."""
+"""The host CPU as a target: ONNX Runtime for ONNX models, LiteRT for TFLite files."""
 
 from __future__ import annotations
 
@@ -6,69 +6,145 @@ import multiprocessing
 import os
 import platform
 import resource
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
+from devices.base import TargetSpec, patched_tflite, tflite_fault_targets, time_calls
 from edge.artifact import Artifact
 from edge.errors import TargetError
+from edge.faults import FaultMap, FaultModel, FaultTargets
+from edge.tflite_model import TfliteModel
 from runtimes import open_session
+from runtimes.litert_session import RESOLVERS, LiteRTSession
 
 
 class CpuTarget:
-    """Runs artifacts on this machine's CPU with a fixed thread count."""
+    """Runs models on this machine's CPU with a fixed thread count: ONNX in ONNX Runtime, TFLite in LiteRT.
 
-    def __init__(self, argument: str | None = None, *, threads: int = 1) -> None:
-        if argument:
-            raise TargetError(f"the cpu target takes no argument; got 'cpu:{argument}'.")
-        self.threads = threads
-        self._artifact: Artifact | None = None
+    Options: ``threads`` (default 1); ``kernels`` for TFLite files: ``builtin`` (LiteRT's optimised kernels
+    without XNNPACK, the default), ``reference`` (the kernels TFLite Micro matches bit for bit) or ``xnnpack``.
+    """
+
+    formats = ("onnx", "tflite")
+    latency_source = "host wall clock"
+    summary = "this machine's CPU: ONNX Runtime for .onnx, LiteRT for .tflite"
+    example = "cpu?threads=1"
+
+    def __init__(self, spec: TargetSpec | str | None = None, *, threads: int | None = None) -> None:
+        spec = spec if isinstance(spec, TargetSpec) else TargetSpec.parse(f"cpu:{spec}" if spec else "cpu")
+        if spec.argument:
+            raise TargetError(f"the cpu target takes no argument; got '{spec.text}'.")
+        spec.check_options(("threads", "kernels"))
+        self.threads = threads or spec.option("threads", 1, int)
+        self.kernels = spec.option("kernels", "builtin")
+        if self.kernels not in RESOLVERS:
+            raise TargetError(f"kernels must be one of {', '.join(RESOLVERS)}; got '{self.kernels}'.")
+        self._model: Artifact | TfliteModel | None = None
         self._session: Any = None
 
-    def deploy(self, artifact: Artifact) -> None:
-        """Load the artifact into an ONNX Runtime CPU session."""
-        self._artifact = artifact
-        self._session = open_session(artifact, "onnxruntime", threads=self.threads)
+    @classmethod
+    def check(cls) -> str | None:
+        return None
+
+    def deploy(self, model: Artifact | TfliteModel) -> dict[str, Any]:
+        """Load the model into an ONNX Runtime (or, for TFLite, a LiteRT) session."""
+        self._model = model
+        self._session = self._open(model.to_bytes() if isinstance(model, TfliteModel) else None)
+        return {"engine": self.info()["engine"], "bytes": len(model.to_bytes())}
+
+    def _open(self, tflite: bytes | None) -> Any:
+        if tflite is not None:
+            return LiteRTSession(tflite, kernels=self.kernels, threads=self.threads)
+        return open_session(self._deployed(), "onnxruntime", threads=self.threads)
+
+    def _deployed(self) -> Any:
+        if self._model is None:
+            raise TargetError("nothing deployed; call deploy(model) first.")
+        return self._model
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """First output of the model for one batch."""
-        if self._session is None:
-            raise TargetError("nothing deployed; call deploy(artifact) first.")
+        self._deployed()
+        if isinstance(self._model, TfliteModel):
+            return self._session.run({"x": batch})[0]
         return self._session.run({self._session.inputs[0].name: batch.astype(np.float32, copy=False)})[0]
 
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
         """Seconds per inference of one trial at batch 1, after warm-up runs."""
         batch = trial[None].astype(np.float32)
-        for _ in range(warmup):
-            self.run(batch)
-        times = np.empty(runs)
-        for i in range(runs):
-            start = time.perf_counter()
-            self.run(batch)
-            times[i] = time.perf_counter() - start
-        return times
+        return time_calls(lambda: self.run(batch), runs, warmup)
+
+    def memory(self, trial: np.ndarray) -> dict[str, Any]:
+        """Model size and the peak resident memory loading and running it adds, measured in a fresh process."""
+        model = self._deployed()
+        out: dict[str, Any] = {"model_bytes": len(model.to_bytes())}
+        if not isinstance(model, TfliteModel):
+            out["peak_rss_bytes"] = self.peak_memory(trial)
+        return out
 
     def peak_memory(self, trial: np.ndarray) -> int:
-        """Bytes of resident memory added by loading and running the model, in a fresh process."""
-        if self._artifact is None:
-            raise TargetError("nothing deployed; call deploy(artifact) first.")
+        """Bytes of resident memory added by loading and running the ONNX model, in a fresh process."""
+        model = self._deployed()
         context = multiprocessing.get_context("spawn")
         with context.Pool(1) as pool:
-            return pool.apply(_measure_peak_memory, (self._artifact.to_bytes(), trial[None].astype(np.float32)))
+            return pool.apply(_measure_peak_memory, (model.to_bytes(), trial[None].astype(np.float32)))
 
     def info(self) -> dict[str, Any]:
         """What this target is."""
-        import onnxruntime
+        if isinstance(self._model, TfliteModel):
+            from ai_edge_litert import __version__ as litert_version
 
+            engine = f"LiteRT {litert_version} ({self.kernels} kernels)"
+        else:
+            import onnxruntime
+
+            engine = f"onnxruntime {onnxruntime.__version__}"
         return {
             "target": "cpu",
-            "engine": f"onnxruntime {onnxruntime.__version__}",
+            "engine": engine,
             "processor": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "threads": self.threads,
         }
+
+    def fault_targets(self, fault: FaultModel) -> FaultTargets:
+        """The weights ``fault`` may hit: ONNX initializers, or the TFLite file's weight buffers."""
+        model = self._deployed()
+        if isinstance(model, TfliteModel):
+            return tflite_fault_targets(model, fault)
+        from edge.faults import FaultTargets
+
+        return FaultTargets.from_model(model.model, fault)
+
+    def inject(self, fault_map: FaultMap) -> None:
+        """Reload the model with ``fault_map`` applied to its stored weights."""
+        model = self._deployed()
+        if isinstance(model, TfliteModel):
+            self._session = self._open(patched_tflite(model, fault_map))
+            return
+        from edge.faults import apply_fault_map
+
+        corrupted = onnx.ModelProto()
+        corrupted.CopyFrom(model.model)
+        names = set(fault_map.tensors)
+        arrays = {t.name: np.array(numpy_helper.to_array(t)) for t in corrupted.graph.initializer if t.name in names}
+        apply_fault_map(arrays, fault_map)
+        for init in corrupted.graph.initializer:
+            if init.name in arrays:
+                init.CopyFrom(numpy_helper.from_array(arrays[init.name], init.name))
+        self._session = open_session(Artifact(corrupted, model.meta), "onnxruntime", threads=self.threads)
+
+    def restore(self) -> None:
+        """Back to the pristine model."""
+        model = self._deployed()
+        self._session = self._open(model.to_bytes() if isinstance(model, TfliteModel) else None)
+
+    def close(self) -> None:
+        self._session = None
 
 
 def median_latency_ms(artifact: Artifact, trial: np.ndarray, runs: int = 200, warmup: int = 50) -> float:

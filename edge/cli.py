@@ -63,6 +63,8 @@ def inspect(model: str, as_json: bool) -> None:
               show_default=True, help="Activation range calibration.")
 @click.option("--exclude", multiple=True, metavar="NODE",
               help="Keep this node in float (repeatable; default: the model's own keep-float list).")
+@click.option("--full-int8", is_flag=True,
+              help="Quantize every node, ignoring the model's keep-float list (NPUs and MCUs need it).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
 @click.option("--max-drop", type=float, default=0.5, show_default=True, metavar="POINTS",
               help="With --quantize mixed: largest accuracy drop allowed, in percentage points.")
@@ -93,7 +95,7 @@ def inspect(model: str, as_json: bool) -> None:
               help="Fail when any step's output SQNR against its parent falls below this (dB).")
 @json_option
 def convert(model: str, output: str, quantize: str | None, recipe: str | None, calibration: str | None,
-            calibrate: str, exclude: tuple[str, ...], per_channel: bool, max_drop: float, eval_data: str | None,
+            calibrate: str, exclude: tuple[str, ...], full_int8: bool, per_channel: bool, max_drop: float, eval_data: str | None,
             block_size: int, prune_channels: float | None,
             prune_nodes: tuple[str, ...], sparsity: float | None, sparsity_scope: str, nm: str | None,
             clip: str | None, clip_mode: str, clip_search: bool, exports: tuple[str, ...], tflite_io: str,
@@ -110,7 +112,9 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
 
     if recipe and quantize:
         raise click.UsageError("give either --recipe or --quantize, not both.")
-    if not exclude and quantize in ("int8", "int16"):
+    if exclude and full_int8:
+        raise click.UsageError("give either --exclude or --full-int8, not both.")
+    if not exclude and not full_int8 and quantize in ("int8", "int16"):
         exclude = tuple(resolve_model(model)[1].meta.extra.get("keep_float", ()))
     pruning = prune_channels is not None or sparsity is not None or nm is not None
     if recipe and pruning:
@@ -175,26 +179,62 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
         click.echo(f"wrote {output} ({Path(output).stat().st_size / 1024:.1f} KiB)")
 
 
+def fault_options(command: Any) -> Any:
+    """The fault-model options shared by `edge resilience` and `edge eval --faults`."""
+    options = [
+        click.option("--ber", "ber_range", default="1e-7:1e-3", show_default=True, metavar="LOW:HIGH|LIST",
+                     help="Bit error rates per stored bit: a decade range or a comma-separated list."),
+        click.option("--bits", type=click.Choice(["all", "sign", "exponent", "mantissa"]), default="all",
+                     show_default=True, help="Which bits of each stored word may flip."),
+        click.option("--kind", type=click.Choice(["flip", "stuck-at-0", "stuck-at-1"]), default="flip",
+                     show_default=True),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed of the fault maps."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command(name="eval")
 @click.argument("model")
 @click.option("--data", "data_spec", required=True, metavar="DATASPEC", help="Dataset spec, file or folder.")
-@click.option("--device", default="cpu", show_default=True, help="Target spec.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Target spec: cpu, gpu[:N], npu:ethos-u55-128, mcu:tflm[?arena=KB], serial:PORT, sim "
+                   "(see `edge targets`).")
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1), help="Timed runs at batch 1.")
-@click.option("--reference", metavar="MODEL", help="Report top-1 agreement with this model (e.g. the fp32 parent).")
+@click.option("--reference", metavar="MODEL",
+              help="Host reference for fidelity (default: MODEL itself on the host CPU; for a .tflite, the .onnx "
+                   "beside it when there is one).")
 @click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where the run folder is created.")
-@click.option("--memory/--no-memory", default=True, show_default=True, help="Measure peak memory.")
+@click.option("--memory/--no-memory", default=True, show_default=True, help="Measure memory (arena, SRAM, RSS).")
 @click.option("--baseline", "baselines", multiple=True, metavar="NAME",
               help="Also run a classic SSVEP method on the same trials: cca, fbcca, etrca (repeatable).")
+@click.option("--faults", is_flag=True, help="Also sweep weight bit flips on the device (accuracy vs BER).")
+@click.option("--maps", default=20, show_default=True, type=click.IntRange(min=1), help="With --faults: maps per BER.")
+@fault_options
 @json_option
 def eval_command(model: str, data_spec: str, device: str, runs: int, reference: str | None, out_dir: str,
-                 memory: bool, baselines: tuple[str, ...], as_json: bool) -> None:
-    """Evaluate MODEL on DATASPEC: accuracy, ITR, confusion, latency, size and memory."""
-    from edge.evaluate import run_evaluation
+                 memory: bool, baselines: tuple[str, ...], faults: bool, maps: int, ber_range: str, bits: str,
+                 kind: str, seed: int, as_json: bool) -> None:
+    """Evaluate MODEL on DATASPEC on a device: accuracy, ITR, fidelity to the host, latency, memory.
+
+    MODEL is an ONNX file, a zoo name or a TFLite file; an int8 ONNX model is exported to TFLite for
+    targets that run TFLite. With --faults the resilience curve on that device is added (the same seeded
+    fault maps as on any other target storing the same weights).
+    """
+    from edge.evaluate import FaultSweep, run_evaluation
     from edge.report import format_table, per_subject_table
 
+    sweep = None
+    if faults:
+        from edge.faults import FaultModel
+        from edge.resilience import parse_ber_range
+
+        sweep = FaultSweep(parse_ber_range(ber_range), maps, seed, FaultModel(kind=kind, bits=bits))
     results, folder = run_evaluation(model, data_spec, device=device, runs=runs, reference=reference,
-                                     out_dir=out_dir, measure_memory=memory, baselines=baselines)
+                                     out_dir=out_dir, measure_memory=memory, baselines=baselines, faults=sweep,
+                                     progress=None if as_json else lambda msg: log.info("%s", msg))
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -203,22 +243,105 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
     subjects = per_subject_table(columns)
     if subjects:
         click.echo("\n" + subjects)
+    if "resilience" in results:
+        from edge.resilience import format_resilience
+
+        sweep_doc = {"models": {f"{Path(model).name} on {device}": results["resilience"]},
+                     "bers": sweep.bers, "maps": maps, "trials": results["data"]["trials"]}
+        click.echo("\n" + format_resilience(sweep_doc))
+    click.echo(f"device: {results['device']['spec']} ({results['device'].get('engine', '')}); "
+               f"latency: {results['metrics']['latency_ms']['source']}")
     click.echo(f"results: {folder / 'results.json'}")
 
 
 @main.command()
 @click.argument("model")
+@click.option("--device", required=True, help="Target spec (see `edge targets`).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also write what was deployed (the Vela-compiled file for an NPU, the TFLite file otherwise).")
+@json_option
+def flash(model: str, device: str, output: str | None, as_json: bool) -> None:
+    """Deploy MODEL on a device and report what it takes there (upload, arena, SRAM, flash, NPU operators)."""
+    from edge.artifact import write_bytes_atomic
+    from edge.deploy import deploy
+
+    target, deployed, report = deploy(model, device)
+    try:
+        info = target.info()
+        written = None
+        if output:
+            out = Path(output)
+            if out.exists() and Path(model).exists() and out.resolve() == Path(model).resolve():
+                raise EdgeError("the output path is the input model; choose another -o so the original is kept.")
+            write_bytes_atomic(out, getattr(target, "compiled", None) or deployed.to_bytes())
+            written = str(out)
+    finally:
+        target.close()
+    doc = {"device": device, "deploy": report, "info": info, "output": written}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+        return
+    click.echo(f"deployed {Path(model).name} on {device} ({info.get('engine', '')})")
+    for key, value in {**report, **info}.items():
+        if key in ("target", "engine") or value in (None, "", [], {}):
+            continue
+        click.echo(f"  {key:<22} {_short_value(value)}")
+    if written:
+        click.echo(f"wrote {written}")
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 100 else text[:97] + "..."
+    return str(value)
+
+
+@main.command()
+@json_option
+def targets(as_json: bool) -> None:
+    """List the deployment targets, an example spec for each, and whether this machine can use it."""
+    from devices import describe_targets
+
+    rows = describe_targets()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r.get("example", r["name"])) for r in rows)
+    for row in rows:
+        state = "ready" if row["usable"] else f"unavailable: {row['why']}"
+        click.echo(f"{row.get('example', row['name']):<{width}}  {row['summary']}")
+        click.echo(f"{'':<{width}}  formats: {', '.join(row.get('formats', [])) or '-'}; {state}")
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), help="TFLite model to boot with.")
+@click.option("--storage", type=click.Path(file_okay=False),
+              help="Folder acting as the board's flash (the committed model survives restarts).")
+@click.option("--faults", "link_faults", default="", metavar="SPEC",
+              help="Link faults, e.g. corrupt=0.001,garbage=0.05,seed=1 (see devices/virtual.py).")
+def sim(model_path: str | None, storage: str | None, link_faults: str) -> None:
+    """Run a virtual board on a pty: the MLPerf Tiny protocol plus flashing, on TFLite Micro.
+
+    Point `edge flash` / `edge eval --device serial:/dev/pts/N` at the printed port; Ctrl-C stops it.
+    """
+    from devices.virtual import serve
+
+    code = serve(model_path, storage, link_faults, None,
+                 lambda port: click.echo(f"virtual board on {port} (serial:{port}); Ctrl-C stops it"))
+    raise SystemExit(code)
+
+
+@main.command()
+@click.argument("model")
 @click.option("--data", "data_spec", required=True, metavar="DATASPEC", help="Labelled trials (dataset spec or file).")
-@click.option("--ber", "ber_range", default="1e-7:1e-3", show_default=True, metavar="LOW:HIGH|LIST",
-              help="Bit error rates per stored bit: a decade range or a comma-separated list.")
 @click.option("--maps", default=100, show_default=True, type=click.IntRange(min=1), help="Fault maps per BER.")
 @click.option("--compare", metavar="MODEL", help="Sweep a second model (e.g. the hardened one) on the same faults.")
-@click.option("--bits", type=click.Choice(["all", "sign", "exponent", "mantissa"]), default="all", show_default=True,
-              help="Which bits of each stored word may flip.")
-@click.option("--kind", type=click.Choice(["flip", "stuck-at-0", "stuck-at-1"]), default="flip", show_default=True)
+@fault_options
 @click.option("--targets", type=click.Choice(["weights", "all"]), default="weights", show_default=True,
               help="Weights and biases, or every stored float parameter (clip bounds included).")
-@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Processes.")
 @click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where the run folder is created.")

@@ -13,6 +13,7 @@ import platform
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,16 @@ import numpy as np
 from edge import __version__
 from edge.artifact import Artifact
 from edge.data.registry import Dataset
-from edge.errors import DataError
+from edge.errors import DataError, EdgeError
 from edge.families.ssvep.metrics import itr_bits_per_min, itr_per_group
-from edge.metrics import balanced_accuracy, cohen_kappa, confusion_matrix, mean_sd, wilson_interval
+from edge.metrics import (
+    balanced_accuracy,
+    cohen_kappa,
+    confusion_matrix,
+    mean_sd,
+    wilson_interval,
+)
+from edge.tflite_model import TfliteModel
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -36,6 +44,7 @@ class Drift:
     max_abs_error: float
     trials: int
     sqnr_db: float = math.inf  # signal-to-quantization-noise ratio of the child's outputs, in dB
+    relative_l2: float = 0.0  # ||child - parent|| / ||parent|| over all outputs
 
     def as_dict(self) -> dict[str, float | int | None]:
         """Plain JSON values (an infinite SQNR, for identical outputs, becomes null)."""
@@ -56,21 +65,30 @@ def compare_outputs(a: np.ndarray, b: np.ndarray) -> Drift:
     norms = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
     cosine = np.sum(a2 * b2, axis=1) / np.where(norms == 0, 1.0, norms)
     noise = float(np.sum((a2 - b2) ** 2))
+    signal = float(np.sum(a2**2))
     return Drift(
         top1_agreement=float(np.mean(a2.argmax(1) == b2.argmax(1))),
         cosine_similarity=float(np.mean(cosine)),
         max_abs_error=float(np.max(np.abs(a2 - b2))),
         trials=len(a2),
-        sqnr_db=math.inf if noise == 0 else float(10 * np.log10(max(float(np.sum(a2**2)), 1e-300) / noise)),
+        sqnr_db=math.inf if noise == 0 else float(10 * np.log10(max(signal, 1e-300) / noise)),
+        relative_l2=0.0 if noise == 0 else float(math.sqrt(noise / max(signal, 1e-300))),
     )
 
 
-def predict(artifact: Artifact, x: np.ndarray, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+def predict(model: Artifact | TfliteModel, x: np.ndarray, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
     """The model's first output for every trial, run on ``device``."""
-    from devices import get_target
+    from edge.deploy import deploy
 
-    target = get_target(device)
-    target.deploy(artifact)
+    target, _, _ = deploy(model, device)
+    try:
+        return run_all(target, x, batch_size)
+    finally:
+        target.close()
+
+
+def run_all(target: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """A deployed target's first output for every trial, a batch at a time."""
     return np.concatenate([target.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
@@ -97,8 +115,18 @@ def environment() -> dict[str, Any]:
     }
 
 
+@dataclass
+class FaultSweep:
+    """A weight-fault campaign to run on the device after the clean evaluation (``edge eval --faults``)."""
+
+    bers: list[float]
+    maps: int = 20
+    seed: int = 0
+    fault: Any = None  # edge.faults.FaultModel; None = single bit flips anywhere in the weights
+
+
 def evaluate(
-    artifact: Artifact,
+    model: Artifact | TfliteModel,
     dataset: Dataset,
     *,
     device: str = "cpu",
@@ -107,50 +135,96 @@ def evaluate(
     measure_memory: bool = True,
     path: str | None = None,
     progress: Callable[[str], None] | None = None,
+    reference: tuple[str, np.ndarray] | None = None,
+    faults: FaultSweep | None = None,
+    state_dir: Any = None,
 ) -> dict[str, Any]:
-    """Run ``dataset`` through ``artifact`` on ``device`` and collect every metric as one document."""
-    from devices import get_target
+    """Run ``dataset`` through ``model`` on ``device`` and collect every metric as one document.
+
+    ``reference`` = (description, outputs of the host reference on ``dataset.x``) adds the fidelity block
+    (top-1 agreement, cosine, relative L2 error, max error, SQNR). ``faults`` adds the resilience curve on
+    the device, from the same seeded fault maps any other target storing the same tensors gets.
+    """
+    from edge.deploy import deploy
 
     if latency_runs < 1:
         raise DataError(f"latency_runs must be >= 1; got {latency_runs}.")
     step = progress or (lambda _msg: None)
-    target = get_target(device)
-    target.deploy(artifact)
-    step("predicting")
-    outputs = np.concatenate([target.run(x) for x, _ in dataset.batches(64)])
-    metrics: dict[str, Any] = {}
-    if dataset.y is not None:
-        metrics.update(classification_metrics(outputs, dataset, artifact))
-    step("timing")
-    times_ms = target.latency(dataset.x[0], runs=latency_runs, warmup=warmup) * 1e3
-    metrics["latency_ms"] = {
-        "p50": float(np.percentile(times_ms, 50)),
-        "p90": float(np.percentile(times_ms, 90)),
-        "p99": float(np.percentile(times_ms, 99)),
-        "mean": float(times_ms.mean()),
-        "runs": latency_runs,
-        "warmup": warmup,
-        "batch": 1,
-    }
-    model_bytes = artifact.to_bytes()
-    metrics["model_size_bytes"] = len(model_bytes)
-    if measure_memory:
-        step("measuring memory")
-        metrics["peak_memory_bytes"] = target.peak_memory(dataset.x[0])
-    return {
+    step(f"deploying on {device}")
+    target, deployed, deploy_report = deploy(model, device)
+    try:
+        step("predicting")
+        outputs = run_all(target, dataset.x)
+        metrics: dict[str, Any] = {}
+        if dataset.y is not None:
+            metrics.update(classification_metrics(outputs, dataset, deployed))
+        if reference is not None:
+            name, expected = reference
+            metrics["fidelity"] = {"reference": name, **compare_outputs(expected, outputs).as_dict()}
+        step("timing")
+        times_ms = target.latency(dataset.x[0], runs=latency_runs, warmup=warmup) * 1e3
+        metrics["latency_ms"] = {
+            "p50": float(np.percentile(times_ms, 50)),
+            "p90": float(np.percentile(times_ms, 90)),
+            "p99": float(np.percentile(times_ms, 99)),
+            "mean": float(times_ms.mean()),
+            "runs": len(times_ms),
+            "warmup": warmup,
+            "batch": 1,
+            "source": getattr(target, "latency_source", "host wall clock"),
+        }
+        metrics["model_size_bytes"] = len(deployed.to_bytes())
+        if measure_memory:
+            step("measuring memory")
+            memory = target.memory(dataset.x[0])
+            metrics["memory"] = memory
+            if "peak_rss_bytes" in memory:
+                metrics["peak_memory_bytes"] = memory["peak_rss_bytes"]
+        resilience = None
+        if faults is not None:
+            if dataset.y is None:
+                raise DataError("--faults needs labelled trials (accuracy under faults).", where=dataset.name)
+            step("injecting faults")
+            resilience = device_resilience(target, deployed, dataset, faults, state_dir)
+        info = target.info()
+    finally:
+        target.close()
+    results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "environment": environment(),
         "artifact": {
             "path": path,
-            "sha256": artifact.sha256,
-            "family": artifact.meta.family,
-            "provenance": [asdict(p) for p in artifact.meta.provenance],
+            "sha256": deployed.sha256,
+            "format": deploy_report.get("format"),
+            "family": deployed.meta.family,
+            "provenance": [asdict(p) for p in deployed.meta.provenance],
         },
         "data": {"spec": dataset.name, "trials": len(dataset), "groups": len(np.unique(dataset.groups))},
-        "device": target.info(),
+        "device": {"spec": device, **info, "deploy": deploy_report},
         "metrics": metrics,
     }
+    if resilience is not None:
+        results["resilience"] = resilience
+    return results
+
+
+def device_resilience(target: Any, model: Artifact | TfliteModel, dataset: Dataset, sweep: FaultSweep,
+                      state_dir: Any = None) -> dict[str, Any]:
+    """Accuracy against BER on a deployed target: ONNX on the cpu through the fast campaign engine, any other
+    target by injecting each map into its weight memory, running every trial, and restoring."""
+    from devices.base import TargetFaultEngine
+    from edge.faults import FaultModel
+    from edge.resilience import model_curve
+
+    fault = sweep.fault or FaultModel()
+    fast = isinstance(model, Artifact) and type(target).__name__ == "CpuTarget"
+    engine = None if fast else TargetFaultEngine(target, fault)
+    state = Path(state_dir) / "campaign.jsonl" if state_dir is not None else None
+    curve = model_curve(model, dataset.x, dataset.y, bers=sweep.bers, maps=sweep.maps, seed=sweep.seed,
+                        fault=fault, workers=1, state_path=state, engine=engine)
+    curve["engine"] = "onnxruntime weight-fault engine" if fast else "faults injected into the device's weights"
+    return curve
 
 
 def classification_metrics(outputs: np.ndarray, dataset: Dataset, artifact: Artifact) -> dict[str, Any]:
@@ -231,42 +305,76 @@ def run_evaluation(
     out_dir: str = "runs",
     measure_memory: bool = True,
     baselines: tuple[str, ...] = (),
+    faults: FaultSweep | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """Evaluate a model file or zoo name (and classic baselines) on a dataset spec; returns (results, folder).
+    """Evaluate a model (ONNX file, zoo name or TFLite file) and classic baselines on a dataset spec.
 
-    The run folder holds results.json (the model's document, baselines under "baselines") and plots.
+    Fidelity is measured against the host reference: ``reference`` when given, else the model itself on the
+    host CPU (for a TFLite file, the ONNX file of the same name beside it when there is one). Returns
+    (results, run folder); the folder holds results.json (baselines under "baselines") and plots.
     """
     from edge.data.registry import load_dataset
-    from edge.models import resolve_model
+    from edge.deploy import load_model
     from edge.report import new_run_folder, write_results
 
-    path, artifact = resolve_model(model)
-    dataset = load_dataset(data_spec, artifact.meta)
-    results = evaluate(artifact, dataset, device=device, latency_runs=runs, measure_memory=measure_memory,
-                       path=str(path) if path else model)
-    if reference is not None:
-        _, parent = resolve_model(reference)
-        results["metrics"]["agreement_with_reference"] = agreement(parent, artifact, dataset.x, device)
+    path, loaded = load_model(model)
+    dataset = load_dataset(data_spec, loaded.meta)
     if baselines:
         from edge.families.ssvep.baselines import make_baseline
 
         for name in baselines:  # fail on a misspelt name before any work
             if name.lower() not in ("cca", "fbcca", "etrca"):
                 make_baseline(name)
-        speller = artifact.meta.task.get("kind") == "ssvep-speller"
-        n_classes = int(np.prod([d for d in artifact.meta.outputs[0].shape[1:] if isinstance(d, int)]))
+    host = host_reference(path, loaded, reference, device)
+    reference_outputs = None
+    if host is not None:
+        name, host_model = host
+        reference_outputs = (name, predict(host_model, dataset.x, "cpu"))
+    folder = new_run_folder(out_dir, "eval")
+    results = evaluate(loaded, dataset, device=device, latency_runs=runs, measure_memory=measure_memory,
+                       path=str(path) if path else model, reference=reference_outputs, faults=faults,
+                       state_dir=folder, progress=progress)
+    if baselines:
+        speller = loaded.meta.task.get("kind") == "ssvep-speller"
+        n_classes = int(np.prod([d for d in loaded.meta.outputs[0].shape[1:] if isinstance(d, int)]))
         results["baselines"] = {
             name.lower(): evaluate_baseline(
                 name, dataset, n_classes=n_classes,
-                window_s=artifact.meta.preprocessing.window_s if speller else None,
-                gaze_shift_s=float(artifact.meta.task.get("gaze_shift_s", 0.5)),
+                window_s=loaded.meta.preprocessing.window_s if speller else None,
+                gaze_shift_s=float(loaded.meta.task.get("gaze_shift_s", 0.5)),
                 latency_runs=min(runs, 50),
             )
             for name in baselines
         }
-    folder = new_run_folder(out_dir, "eval")
     write_results(folder, results)
+    if "resilience" in results:
+        from edge.resilience import plot_resilience
+
+        plot_resilience({f"{Path(model).name} on {device}": results["resilience"]}, folder / "resilience.png")
     return results, folder
+
+
+def host_reference(path: Any, model: Artifact | TfliteModel, reference: str | None,
+                   device: str) -> tuple[str, Artifact | TfliteModel] | None:
+    """What the device's outputs are compared with: (description, model to run on the host CPU), or None
+    when the device is the host CPU running the model itself (fidelity would be 1 by construction)."""
+    from edge.deploy import load_model
+
+    if reference is not None:
+        ref_path, ref_model = load_model(reference)
+        return f"{Path(str(ref_path or reference)).name} on the host CPU", ref_model
+    if isinstance(model, TfliteModel) and path is not None:
+        sibling = Path(path).with_suffix(".onnx")
+        if sibling.is_file() and sibling != Path(path):
+            try:
+                return f"{sibling.name} (ONNX) on the host CPU", load_model(sibling)[1]
+            except EdgeError:
+                pass  # not a readable ONNX model: fall back to the TFLite file itself
+    if device.split("?")[0] == "cpu":
+        return None
+    engine = "LiteRT" if isinstance(model, TfliteModel) else "onnxruntime"
+    return f"the same model in {engine} on the host CPU", model
 
 
 def agreement(reference: Artifact, candidate: Artifact, x: np.ndarray, device: str = "cpu") -> float:

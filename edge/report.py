@@ -35,13 +35,40 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("ITR of mean accuracy", f"{m['itr_bits_per_min']['of_mean_accuracy']:.1f}"))
     if "agreement_with_reference" in m:
         rows.append(("agreement with fp32 %", f"{100.0 * m['agreement_with_reference']:.1f}"))
+    fidelity = m.get("fidelity")
+    if fidelity:
+        rows.append(("fidelity to host: top-1 agreement %", f"{100.0 * fidelity['top1_agreement']:.2f}"))
+        rows.append(("fidelity: cosine / rel. L2 / max err",
+                     f"{fidelity['cosine_similarity']:.5f} / {fidelity['relative_l2']:.3g} / "
+                     f"{fidelity['max_abs_error']:.3g}"))
     lat = m.get("latency_ms")
     if lat:
-        rows.append(("latency p50/p90/p99 ms", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f}"))
+        label = "latency p50/p90/p99 ms" if lat.get("source", "host wall clock") == "host wall clock" else \
+            f"latency p50/p90/p99 ms ({_short_source(lat['source'])})"
+        rows.append((label, f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f}"))
+    rows += device_rows(results.get("device", {}))
     if "model_size_bytes" in m:
         rows.append(("model size KiB", f"{m['model_size_bytes'] / 1024:.1f}"))
+    for key, label in (("arena_bytes", "tensor arena KiB"), ("sram_bytes", "NPU SRAM KiB"),
+                       ("flash_bytes", "flash KiB")):
+        if key in m.get("memory", {}):
+            rows.append((label, f"{m['memory'][key] / 1024:.1f}"))
     if "peak_memory_bytes" in m:
         rows.append(("peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.1f}"))
+    return rows
+
+
+def _short_source(source: str) -> str:
+    return source.split(" (")[0]
+
+
+def device_rows(device: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows a device adds: NPU cycles and operator placement (Vela), board clock."""
+    rows = []
+    if device.get("cycles_total"):
+        rows.append(("NPU cycles (Vela)", f"{device['cycles_total']:,}"))
+    if device.get("npu_operators") is not None:
+        rows.append(("operators on NPU / CPU", f"{device['npu_operators']} / {device.get('cpu_operators', 0)}"))
     return rows
 
 

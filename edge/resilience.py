@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from edge.artifact import Artifact
 from edge.data.registry import load_dataset
 from edge.errors import DataError
 from edge.families.ssvep.metrics import itr_bits_per_min
@@ -40,7 +39,7 @@ def parse_ber_range(text: str) -> list[float]:
             from None
 
 
-def _itr(artifact: Artifact, accuracy: float) -> float | None:
+def _itr(artifact: Any, accuracy: float) -> float | None:
     if artifact.meta.task.get("kind") != "ssvep-speller" or not artifact.meta.preprocessing.window_s:
         return None
     n_classes = int(np.prod([d for d in artifact.meta.outputs[0].shape[1:] if isinstance(d, int)]))
@@ -48,13 +47,16 @@ def _itr(artifact: Artifact, accuracy: float) -> float | None:
                             float(artifact.meta.task.get("gaze_shift_s", 0.5)))
 
 
-def model_curve(artifact: Artifact, x: np.ndarray, y: np.ndarray, *, bers: list[float], maps: int, seed: int,
-                fault: Any, workers: int, state_path: Path | None) -> dict[str, Any]:
-    """One model's campaign summarised as a curve: clean accuracy, then accuracy (and ITR) per BER."""
+def model_curve(artifact: Any, x: np.ndarray, y: np.ndarray, *, bers: list[float], maps: int, seed: int,
+                fault: Any, workers: int, state_path: Path | None, engine: Any = None) -> dict[str, Any]:
+    """One model's campaign summarised as a curve: clean accuracy, then accuracy (and ITR) per BER.
+
+    ``engine`` (see :func:`edge.faults.run_campaign`) runs the maps on a device instead of onnxruntime.
+    """
     from edge.faults import run_campaign
 
     result = run_campaign(artifact, x, y, bers=bers, maps=maps, seed=seed, fault=fault, workers=workers,
-                          state_path=state_path)
+                          state_path=state_path, engine=engine)
     clean = result.clean()
     points = []
     for point in result.points():

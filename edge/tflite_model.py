@@ -68,7 +68,7 @@ class TfliteModel:
             raise ModelReadError("not a TFLite file (no TFL3 identifier); is it truncated?", where=where)
         try:
             model = _schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
-        except Exception:  # flatbuffers raises bare struct/index errors on damaged files
+        except Exception:  # noqa: BLE001 - flatbuffers raises bare struct/index errors on damaged files
             raise ModelReadError("the TFLite flatbuffer is damaged (it does not parse).", where=where) from None
         if not model.subgraphs:
             raise ModelReadError("the TFLite file has no subgraph.", where=where)

@@ -7,6 +7,12 @@ bounds for a 32-bit microcontroller (pointers are twice as large here).
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import os
+import sys
+from collections.abc import Iterator
+
 import numpy as np
 
 from edge.errors import EngineError
@@ -21,6 +27,10 @@ def _runtime():
     return runtime
 
 
+#: Smaller arenas crash TFLite Micro's allocator (segmentation fault below about 500 bytes) instead of failing.
+MIN_ARENA_BYTES = 1024
+
+
 class TFLMSession:
     """One TFLite Micro interpreter; runs a batch one trial at a time (microcontroller models take batch 1).
 
@@ -32,6 +42,9 @@ class TFLMSession:
 
     def __init__(self, data: bytes, *, arena_bytes: int | None = None) -> None:
         runtime = _runtime()
+        if arena_bytes is not None and arena_bytes < MIN_ARENA_BYTES:
+            raise EngineError(f"an arena of {arena_bytes} bytes is too small for TFLite Micro's own bookkeeping "
+                              f"(at least {MIN_ARENA_BYTES} bytes).")
         self.arena_bytes = arena_bytes or upper_bound_arena_bytes(data)
         try:
             self._interpreter = runtime.Interpreter.from_bytes(bytes(data), arena_size=self.arena_bytes)
@@ -54,24 +67,68 @@ class TFLMSession:
         return [np.concatenate(outputs)]
 
 
-def minimum_arena_bytes(data: bytes, trial: np.ndarray, *, upper: int | None = None) -> int:
-    """Smallest arena (to 16 bytes) in which the model allocates and runs one trial."""
+def arena_fits(data: bytes, size: int, trial: np.ndarray | None = None) -> bool:
+    """Whether the model allocates (and runs ``trial``) in a ``size``-byte arena, tried in a forked child.
 
-    def fits(size: int) -> bool:
+    Some too-small arenas make TFLite Micro's allocator crash the process (a segmentation fault, seen at
+    1.9 KB for a 3 KB model) instead of failing, so each probe runs where a crash costs nothing.
+    """
+    if size < MIN_ARENA_BYTES:
+        return False
+    if not hasattr(os, "fork"):
+        return _fits(data, size, trial)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child: report by exit status only, skip every Python-level cleanup
+        code = 1
         try:
-            TFLMSession(data, arena_bytes=size).run({"x": trial[None]})
-            return True
-        except EngineError:
-            return False
+            faulthandler.disable()  # a crash here is an answer, not something to report
+            code = 0 if _fits(data, size, trial) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
+
+def _fits(data: bytes, size: int, trial: np.ndarray | None) -> bool:
+    try:
+        with _quiet_stderr():  # TFLite Micro prints every failed allocation to stderr
+            session = TFLMSession(data, arena_bytes=size)
+            if trial is not None:
+                session.run({"x": trial[None]})
+        return True
+    except EngineError:
+        return False
+
+
+def minimum_arena_bytes(data: bytes, trial: np.ndarray, *, upper: int | None = None) -> int:
+    """Smallest arena (to 16 bytes) in which the model allocates and runs one trial (probes isolated by fork)."""
     high = upper or 16 * len(data) + 65536
-    if not fits(high):
+    if not arena_fits(data, high, trial):
         raise EngineError(f"the model does not run even with a {high}-byte arena.")
-    low = 0
+    if arena_fits(data, MIN_ARENA_BYTES, trial):
+        return MIN_ARENA_BYTES
+    low = MIN_ARENA_BYTES
     while high - low > 16:
         middle = (low + high) // 2
-        low, high = (low, middle) if fits(middle) else (middle, high)
+        low, high = (low, middle) if arena_fits(data, middle, trial) else (middle, high)
     return high
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null (C++ code writes there directly, past sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def upper_bound_arena_bytes(data: bytes) -> int:

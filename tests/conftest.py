@@ -9,7 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from converters.quantize import QuantizeInt8
+from converters.tflite import export_tflite
 from edge.artifact import Artifact, read_artifact
+from edge.data.registry import load_dataset
 from edge.zoo import zoo_path
 
 REFERENCE = "ssvep-guney-9ch-0.4s"
@@ -58,3 +61,64 @@ def reference() -> Artifact:
 @pytest.fixture(scope="session")
 def reference_path() -> Path:
     return zoo_path(REFERENCE)
+
+
+# -- models for the device tests: int8 TFLite files of a tiny network and of the reference SSVEP one --
+
+def _tiny_artifact() -> Artifact:
+    """(N, 2, 1, 8) -> Conv(3, 1x3) -> Relu -> Flatten -> Gemm(4), with non-zero biases."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(3, 2, 1, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.normal(size=(4, 18)).astype(np.float32), "fc"),
+        numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc", "fc_b"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return Artifact.from_model(model)
+
+
+@pytest.fixture(scope="session")
+def tiny_trials() -> np.ndarray:
+    """64 float trials for the tiny network."""
+    return np.random.default_rng(1).normal(size=(64, 2, 1, 8)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_int8(tiny_trials) -> Artifact:
+    """The tiny network quantized to int8 (QDQ ONNX)."""
+    return QuantizeInt8(exclude=[])(_tiny_artifact(), tiny_trials)
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tiny_int8) -> bytes:
+    """The tiny int8 network as a TFLite file with float input and output (a few KiB)."""
+    return export_tflite(tiny_int8)
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite_int8_io(tiny_int8) -> bytes:
+    """The tiny int8 network as a TFLite file with int8 input and output (what NPUs take)."""
+    return export_tflite(tiny_int8, io="int8")
+
+
+@pytest.fixture(scope="session")
+def ssvep_int8(reference) -> Artifact:
+    """The reference SSVEP network, fully int8 (QDQ ONNX)."""
+    calibration = load_dataset(reference.meta.extra["calibration_data"], reference.meta).x
+    return QuantizeInt8(exclude=[])(reference, calibration)
+
+
+@pytest.fixture(scope="session")
+def ssvep_trials(reference) -> np.ndarray:
+    """40 held-out synthetic trials (one block of subject 31)."""
+    return load_dataset("synthetic-ssvep:subjects=31-31,blocks=1,seed=0", reference.meta).x

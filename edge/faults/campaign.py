@@ -94,9 +94,9 @@ def map_seed(seed: int, ber_index: int, map_index: int) -> list[int]:
 class _Evaluator:
     """One engine plus the data and golden predictions; evaluates chunks of maps (in a worker or inline)."""
 
-    def __init__(self, model: onnx.ModelProto, fault: FaultModel, x: np.ndarray, y: np.ndarray,
-                 bers: Sequence[float], seed: int, batch_size: int, threads: int | None) -> None:
-        self.engine = WeightFaultEngine(model, fault, threads=threads, batch_size=batch_size)
+    def __init__(self, model: onnx.ModelProto | None, fault: FaultModel, x: np.ndarray, y: np.ndarray,
+                 bers: Sequence[float], seed: int, batch_size: int, threads: int | None, engine: Any = None) -> None:
+        self.engine = engine or WeightFaultEngine(model, fault, threads=threads, batch_size=batch_size)
         self.x, self.y, self.bers, self.seed = x, y, list(bers), seed
         self.golden_outputs = self.engine.run(x)
         self.golden = self.golden_outputs.reshape(len(x), -1).argmax(axis=1)
@@ -259,6 +259,7 @@ def run_campaign(
     chunk_size: int = 10,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    engine: Any = None,
 ) -> CampaignResult:
     """Sweep ``bers`` with ``maps`` random weight-fault maps each and count accuracy and masked/SDC/DUE outcomes.
 
@@ -269,12 +270,20 @@ def run_campaign(
     build one session (they are spawned, so a script calling this with ``workers > 1`` must guard its entry point
     with ``if __name__ == "__main__":``); ``threads`` sets onnxruntime's threads per process (default: all cores
     shared out). ``progress(done, total)`` is called after every finished chunk.
+
+    ``engine`` runs the maps instead of an onnxruntime :class:`WeightFaultEngine`: any object with ``targets``
+    (:class:`FaultTargets`), ``run(x)`` and ``run_map(fault_map, x)``, such as ``devices.base.TargetFaultEngine``
+    for a device. It runs in this process (``workers`` must be 1), and ``artifact`` may then be any model with a
+    ``sha256`` (a TFLite file). The maps depend only on the seed and the engine's targets, so targets that store
+    the same tensors (a TFLite file on cpu, mcu:tflm, the NPU or a board) get the very same maps.
     """
     model = artifact.model if isinstance(artifact, Artifact) else artifact
     fault = fault or FaultModel()
     x, y = _check_data(x, y)
     bers = [float(b) for b in bers]
     _check_params(bers, maps, workers, batch_size, chunk_size)
+    if engine is not None and workers != 1:
+        raise PassError("A campaign on a device engine runs in one process; 'workers' must be 1.")
     params = campaign_params(model, x, y, bers=bers, maps=maps, seed=seed, fault=fault, batch_size=batch_size)
     if threads is None and workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -283,7 +292,7 @@ def run_campaign(
     done: dict[tuple[int, int], MapOutcome] = {} if state is None else state.load()
     total = len(bers) * maps
 
-    evaluator = _Evaluator(model, fault, x, y, bers, seed, batch_size, threads)
+    evaluator = _Evaluator(model if engine is None else None, fault, x, y, bers, seed, batch_size, threads, engine)
     pending = [(b, [m for m in range(maps) if (b, m) not in done]) for b in range(len(bers))]
     tasks = [(b, chunk) for b, todo in pending for chunk in _chunks(todo, chunk_size)]
 
@@ -333,7 +342,7 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
         yield items[start : start + size]
 
 
-def campaign_params(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, *, bers: Sequence[float], maps: int,
+def campaign_params(model: Any, x: np.ndarray, y: np.ndarray, *, bers: Sequence[float], maps: int,
                     seed: int, fault: FaultModel, batch_size: int) -> dict[str, Any]:
     """Everything a campaign's result depends on (hashes for the model and data): the key of its state file."""
     data = hashlib.sha256()
@@ -346,7 +355,7 @@ def campaign_params(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, *, ber
         "seed": int(seed),
         "fault": fault.to_dict(),
         "batch_size": int(batch_size),
-        "model_sha256": _model_sha256(model),
+        "model_sha256": _model_sha256(model) if isinstance(model, onnx.ModelProto) else str(model.sha256),
         "data_sha256": data.hexdigest(),
         "inputs": len(x),
     }

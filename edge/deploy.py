@@ -1,0 +1,78 @@
+"""Put a model on a target: read it (ONNX, zoo name or TFLite), bring it into a format the target runs, deploy.
+
+>>> target, deployed, report = deploy("ssvep_int8.onnx", "npu:ethos-u55-128")
+>>> report["summary"]["inference_time_s"]
+
+An int8 (QDQ) ONNX model given to a target that runs TFLite (``mcu``, ``npu``, ``serial``, ``sim``) is
+exported on the fly, exactly as ``edge convert --export tflite`` would (int8 input and output for the NPU,
+so the whole graph can run there; float I/O elsewhere). A TFLite file given to a target that runs only ONNX
+(``gpu``) is refused: there is no way back.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.artifact import Artifact
+from edge.errors import EdgeError, TargetError
+from edge.models import resolve_model
+from edge.tflite_model import TfliteModel, is_tflite, read_tflite
+
+Model = Artifact | TfliteModel
+
+
+def load_model(model: str | Path) -> tuple[Path | None, Model]:
+    """(path, model) for an ONNX file, a zoo name or a TFLite file (recognised by its identifier, not its name)."""
+    if is_tflite(model):
+        return Path(model), read_tflite(model)
+    return resolve_model(model)
+
+
+def model_format(model: Model) -> str:
+    return "tflite" if isinstance(model, TfliteModel) else "onnx"
+
+
+def for_target(model: Model, target: Any, spec: str) -> Model:
+    """The model in a format ``target`` runs (exporting an int8 ONNX model to TFLite when it needs that)."""
+    formats = getattr(target, "formats", ("onnx",))
+    if model_format(model) in formats:
+        return model
+    if isinstance(model, TfliteModel):
+        raise TargetError(f"{spec} runs ONNX models; give the .onnx file this TFLite file was exported from.")
+    from converters.tflite import export_tflite
+
+    io = "int8" if spec.startswith("npu") else "float32"
+    try:
+        data = export_tflite(model, io=io)
+    except EdgeError as exc:
+        raise TargetError(f"{spec} runs int8 TFLite files and this model cannot be exported to one ({exc}); "
+                          "quantize it first: edge convert MODEL --quantize int8 --export tflite.") from None
+    return TfliteModel.from_bytes(data, where=f"{getattr(model, 'where', None) or 'model'} (exported for {spec})")
+
+
+def deploy(model: str | Path | Model, device: str) -> tuple[Any, Model, dict[str, Any]]:
+    """Create the target ``device`` names, deploy the model on it; returns (target, deployed model, report)."""
+    from devices import get_target
+
+    if not isinstance(model, (Artifact, TfliteModel)):
+        model = load_model(model)[1]
+    target = get_target(device)
+    deployed = for_target(model, target, device)
+    start = time.perf_counter()
+    try:
+        report = dict(target.deploy(deployed) or {})
+    except BaseException:
+        _close(target)
+        raise
+    report.setdefault("seconds", time.perf_counter() - start)
+    report["format"] = model_format(deployed)
+    report["sha256"] = deployed.sha256
+    return target, deployed, report
+
+
+def _close(target: Any) -> None:
+    close = getattr(target, "close", None)
+    if close is not None:
+        close()

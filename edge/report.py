@@ -38,9 +38,9 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     fidelity = m.get("fidelity")
     if fidelity:
         rows.append(("fidelity to host: top-1 agreement %", f"{100.0 * fidelity['top1_agreement']:.2f}"))
-        rows.append(("fidelity: cosine / rel. L2 / max err",
-                     f"{fidelity['cosine_similarity']:.5f} / {fidelity['relative_l2']:.3g} / "
-                     f"{fidelity['max_abs_error']:.3g}"))
+        errors = (f"{fidelity['cosine_similarity']:.5f} / {fidelity['relative_l2']:.3g} / "
+                  f"{fidelity['max_abs_error']:.3g}")
+        rows.append(("fidelity: cosine / rel. L2 / max err", errors))
     lat = m.get("latency_ms")
     if lat:
         label = "latency p50/p90/p99 ms" if lat.get("source", "host wall clock") == "host wall clock" else \

@@ -246,9 +246,9 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
     if "resilience" in results:
         from edge.resilience import format_resilience
 
-        sweep_doc = {"models": {f"{Path(model).name} on {device}": results["resilience"]},
+        sweep_doc = {"models": {Path(model).name: results["resilience"]},
                      "bers": sweep.bers, "maps": maps, "trials": results["data"]["trials"]}
-        click.echo("\n" + format_resilience(sweep_doc))
+        click.echo(f"\nweight faults injected on {device}:\n" + format_resilience(sweep_doc))
     click.echo(f"device: {results['device']['spec']} ({results['device'].get('engine', '')}); "
                f"latency: {results['metrics']['latency_ms']['source']}")
     click.echo(f"results: {folder / 'results.json'}")

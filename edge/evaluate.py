@@ -351,7 +351,8 @@ def run_evaluation(
     if "resilience" in results:
         from edge.resilience import plot_resilience
 
-        plot_resilience({f"{Path(model).name} on {device}": results["resilience"]}, folder / "resilience.png")
+        plot_resilience({f"{Path(model).name} on {device.replace('/', '_')}": results["resilience"]},
+                        folder / "resilience.png")
     return results, folder
 
 

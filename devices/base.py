@@ -117,7 +117,7 @@ class TargetFaultEngine:
         self.batch_size = batch_size
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.target.run(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        return run_batches(self.target, x, self.batch_size)
 
     def run_map(self, fault_map: FaultMap, x: np.ndarray) -> np.ndarray:
         self.target.inject(fault_map)
@@ -125,6 +125,11 @@ class TargetFaultEngine:
             return self.run(x)
         finally:
             self.target.restore()
+
+
+def run_batches(target: Target, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """A deployed target's first output for every trial of ``x``, a batch at a time."""
+    return np.concatenate([target.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def time_calls(call: Callable[[], Any], runs: int, warmup: int) -> np.ndarray:

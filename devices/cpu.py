@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from devices.base import TargetSpec, patched_tflite, tflite_fault_targets, time_calls
 from edge.artifact import Artifact
 from edge.errors import EngineError, TargetError
 from edge.faults import FaultMap, FaultModel, FaultTargets
+from edge.faults.engine import corrupted_model
 from edge.tflite_model import TfliteModel
 from runtimes import open_session
 from runtimes.litert_session import RESOLVERS, LiteRTSession
@@ -129,8 +128,6 @@ class CpuTarget:
         model = self._deployed()
         if isinstance(model, TfliteModel):
             return tflite_fault_targets(model, fault)
-        from edge.faults import FaultTargets
-
         return FaultTargets.from_model(model.model, fault)
 
     def inject(self, fault_map: FaultMap) -> None:
@@ -139,17 +136,8 @@ class CpuTarget:
         if isinstance(model, TfliteModel):
             self._session = self._open(patched_tflite(model, fault_map))
             return
-        from edge.faults import apply_fault_map
-
-        corrupted = onnx.ModelProto()
-        corrupted.CopyFrom(model.model)
-        names = set(fault_map.tensors)
-        arrays = {t.name: np.array(numpy_helper.to_array(t)) for t in corrupted.graph.initializer if t.name in names}
-        apply_fault_map(arrays, fault_map)
-        for init in corrupted.graph.initializer:
-            if init.name in arrays:
-                init.CopyFrom(numpy_helper.from_array(arrays[init.name], init.name))
-        self._session = open_session(Artifact(corrupted, model.meta), "onnxruntime", threads=self.threads)
+        faulty = Artifact(corrupted_model(model.model, fault_map), model.meta)
+        self._session = open_session(faulty, "onnxruntime", threads=self.threads)
 
     def restore(self) -> None:
         """Back to the pristine model."""

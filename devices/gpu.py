@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from devices.base import TargetSpec, time_calls
 from edge.artifact import Artifact
-from edge.errors import TargetError
-from edge.faults.models import FaultMap, FaultModel, FaultTargets, apply_fault_map
+from edge.errors import DataError, TargetError
+from edge.faults.engine import corrupted_model
+from edge.faults.models import FaultMap, FaultModel, FaultTargets
 
 log = logging.getLogger("edge")
 
@@ -199,18 +199,10 @@ class GpuTarget:
         A rebuild costs a session creation (and, with TensorRT, an engine build of seconds; the corrupted engine
         is never cached, because TensorRT's cache key ignores weight values). Until :meth:`restore`.
         """
-        model = self._deployed().model
-        stored = {t.name: t for t in model.graph.initializer}
-        missing = [name for name in fault_map.tensors if name not in stored]
-        if missing:
-            raise TargetError(f"the fault map corrupts '{missing[0]}', which is not an initializer of the model.")
-        arrays = {name: np.ascontiguousarray(numpy_helper.to_array(stored[name])).copy() for name in fault_map.tensors}
-        apply_fault_map(arrays, fault_map)
-        faulty = onnx.ModelProto()
-        faulty.CopyFrom(model)
-        for tensor in faulty.graph.initializer:
-            if tensor.name in arrays:
-                tensor.CopyFrom(numpy_helper.from_array(arrays[tensor.name], tensor.name))
+        try:
+            faulty = corrupted_model(self._deployed().model, fault_map)
+        except DataError as exc:
+            raise TargetError(str(exc)) from None
         if self._session is not self._pristine:
             self._session = None  # free the previous faulty session's GPU memory before building the next
         self._session = self._create(faulty, engine_cache=False)

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import TargetSpec, tflite_fault_targets
+from devices.base import TargetSpec, patched_tflite, tflite_fault_targets
 from edge.errors import TargetError
-from edge.faults.models import FaultMap, FaultModel, FaultTargets, apply_fault_map
+from edge.faults.models import FaultMap, FaultModel, FaultTargets
 from edge.tflite_model import TfliteModel
 from runtimes.tflm_session import TFLMSession
 from runtimes.vela import ACCELERATORS, compile_for_npu, default_system, vela_configs
@@ -69,7 +69,6 @@ class NpuTarget:
         self.vela: dict[str, Any] = {}
         self._pristine: TFLMSession | None = None
         self._session: TFLMSession | None = None
-        self._weights: dict[str, np.ndarray] = {}
 
     @classmethod
     def check(cls) -> str | None:
@@ -95,7 +94,6 @@ class NpuTarget:
             log.warning("npu: %s operator(s) stay on the CPU (%s); Vela's latency estimate leaves them out.",
                         self.vela["cpu_operators"], ops)
         self.model = model
-        self._weights = model.weights()
         self._pristine = self._session = TFLMSession(model.data)
         return {"compiled_bytes": len(self.compiled), "compiled_sha256": hashlib.sha256(self.compiled).hexdigest(),
                 "compile_s": seconds, **self.vela}
@@ -145,10 +143,7 @@ class NpuTarget:
         The faults hit the int8/int32 buffers as the TFLite file stores them; Vela re-encodes weights for the NPU
         (compressed, with scales folded into bias words), and that encoding is not emulated.
         """
-        model = self._deployed()
-        arrays = {name: array.copy() for name, array in self._weights.items()}
-        apply_fault_map(arrays, fault_map)
-        self._session = TFLMSession(model.with_weights(arrays))
+        self._session = TFLMSession(patched_tflite(self._deployed(), fault_map))
 
     def restore(self) -> None:
         """Back to the pristine weights."""

@@ -89,7 +89,9 @@ def predict(model: Artifact | TfliteModel, x: np.ndarray, device: str = "cpu", b
 
 def run_all(target: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """A deployed target's first output for every trial, a batch at a time."""
-    return np.concatenate([target.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    from devices.base import run_batches
+
+    return run_batches(target, x, batch_size)
 
 
 def bootstrap_mean_interval(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
@@ -214,11 +216,12 @@ def device_resilience(target: Any, model: Artifact | TfliteModel, dataset: Datas
     """Accuracy against BER on a deployed target: ONNX on the cpu through the fast campaign engine, any other
     target by injecting each map into its weight memory, running every trial, and restoring."""
     from devices.base import TargetFaultEngine
+    from devices.cpu import CpuTarget
     from edge.faults import FaultModel
     from edge.resilience import model_curve
 
     fault = sweep.fault or FaultModel()
-    fast = isinstance(model, Artifact) and type(target).__name__ == "CpuTarget"
+    fast = isinstance(model, Artifact) and isinstance(target, CpuTarget)
     engine = None if fast else TargetFaultEngine(target, fault)
     state = Path(state_dir) / "campaign.jsonl" if state_dir is not None else None
     curve = model_curve(model, dataset.x, dataset.y, bers=sweep.bers, maps=sweep.maps, seed=sweep.seed,

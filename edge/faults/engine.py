@@ -134,22 +134,29 @@ class WeightFaultEngine:
             restore.undo()
 
 
+def corrupted_model(model: onnx.ModelProto, fault_map: FaultMap) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers carry ``fault_map`` (the model itself is left alone)."""
+    faulty = onnx.ModelProto()
+    faulty.CopyFrom(model)
+    stored = {t.name: t for t in faulty.graph.initializer}
+    missing = [name for name in fault_map.tensors if name not in stored]
+    if missing:
+        raise DataError(f"the fault map corrupts '{missing[0]}', which is not an initializer of the model.")
+    arrays = {name: np.array(numpy_helper.to_array(stored[name])) for name in fault_map.tensors}
+    apply_fault_map(arrays, fault_map)
+    for name, array in arrays.items():
+        stored[name].CopyFrom(numpy_helper.from_array(array, name))
+    return faulty
+
+
 def rebuild_and_run(model: onnx.ModelProto, fault_map: FaultMap, x: np.ndarray, *, threads: int | None = None,
                     batch_size: int = 256, optimization: str = "extended") -> np.ndarray:
     """The slow reference: write the faulty weights into a copy of the model, build a new session, run it.
 
     At the default ``optimization`` the outputs equal :meth:`WeightFaultEngine.run_map` bit for bit.
     """
-    faulty = onnx.ModelProto()
-    faulty.CopyFrom(model)
+    faulty = corrupted_model(model, fault_map)
     del faulty.metadata_props[:]
-    names = set(fault_map.tensors)
-    arrays = {t.name: np.array(numpy_helper.to_array(t)) for t in faulty.graph.initializer if t.name in names}
-    restore = apply_fault_map(arrays, fault_map)
-    for tensor in faulty.graph.initializer:
-        if tensor.name in arrays:
-            tensor.CopyFrom(numpy_helper.from_array(arrays[tensor.name], tensor.name))
-    restore.undo()
     session = create_session(faulty, threads, optimization)
     name, output = data_input(model), session.get_outputs()[0].name
     return np.concatenate([session.run([output], {name: x[i : i + batch_size]})[0]

@@ -80,12 +80,6 @@ def test_tiny_conv_fc_matches_onnx_qdq(per_channel: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def ssvep_int8(reference):
-    calibration = load_dataset(reference.meta.extra["calibration_data"], reference.meta).x
-    return QuantizeInt8(exclude=[])(reference, calibration)
-
-
-@pytest.fixture(scope="module")
 def trials(reference):
     return load_dataset("synthetic-ssvep:subjects=31-31,seed=0", reference.meta).x.astype(np.float32)
 

@@ -122,3 +122,41 @@ def ssvep_int8(reference) -> Artifact:
 def ssvep_trials(reference) -> np.ndarray:
     """40 held-out synthetic trials (one block of subject 31)."""
     return load_dataset("synthetic-ssvep:subjects=31-31,blocks=1,seed=0", reference.meta).x
+
+
+# --- LLM family: a tiny LLaMA trained for a few seconds on the first 64 KB of tinyshakespeare ---------------------
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text() -> str:
+    return SHAKESPEARE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(shakespeare_text) -> Artifact:
+    """A 2-layer GQA char LLaMA (dim 64) trained for 250 steps: enough structure for pruning to rank methods."""
+    from edge.families.llm.config import LlamaConfig
+    from edge.families.llm.export import export_llm, llm_meta
+    from edge.families.llm.model import to_numpy_weights
+    from edge.families.llm.train import TrainConfig, train
+
+    config = LlamaConfig(vocab_size=len(set(shakespeare_text)), dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                         hidden_dim=192, max_seq_len=128)
+    cfg = TrainConfig(steps=250, batch_size=16, context=64, lr=3e-3, warmup=20)
+    net, tokenizer, _ = train(shakespeare_text, config, cfg)
+    return export_llm(config, to_numpy_weights(net), llm_meta(config, tokenizer, 64, source="test"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_windows(tiny_llm, shakespeare_text) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, evaluation) token windows of 64: 32 from the training text, 48 from the validation text."""
+    from edge.families.llm.export import tokenizer_of
+    from edge.families.llm.runner import text_windows
+    from edge.families.llm.train import split_text
+
+    tokenizer = tokenizer_of(tiny_llm.meta)
+    train_text, val_text = split_text(shakespeare_text)
+    return (text_windows(tokenizer.encode(train_text[:100_000]), 64, limit=32),
+            text_windows(tokenizer.encode(val_text), 64, limit=48))

@@ -281,6 +281,8 @@ class QuantizeInt4Weights:
         except ImportError as exc:
             raise PassError(f"{self.name} needs the package '{exc.name}' (pip install onnx-ir).") from None
         try:
+            # The quantizer logs every node at INFO on its own handler; keep the user's terminal readable.
+            logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
             quantizer = MatMulNBitsQuantizer(_plain_model(artifact), bits=4, block_size=self.block_size,
                                              is_symmetric=self.symmetric, accuracy_level=self.accuracy_level,
                                              nodes_to_exclude=list(self.exclude), op_types_to_quantize=("MatMul",))

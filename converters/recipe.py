@@ -15,10 +15,14 @@ provenance records the pass and its parameters. Registered: prune-channels, prun
 prune-nm and clip-ftclipact / clip-proact (fault tolerance; these need float weights, so they come
 first), quantize-int8 (int8 or int16 activations),
 quantize-dynamic-int8, quantize-int4-weights and quantize-mixed (per-layer precision under a budget).
+For language models: drop-modules (LLM-Drop), prune-heads, prune-ffn (structure), prune-llm (magnitude, Wanda,
+SparseGPT; unstructured or N:M), sparsify-activations (TEAL, CHESS, WINA) and restrict-ranges (fault tolerance);
+their calibration is token windows of text.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import fields
@@ -28,6 +32,10 @@ from typing import Any
 import numpy as np
 
 from converters.clip import ClipActivations, ClipActivationsProAct
+from converters.llm_activation_sparsity import SparsifyActivations
+from converters.llm_prune import PruneLLM
+from converters.llm_range_restriction import RestrictRanges
+from converters.llm_structure import DropModules, PruneFFN, PruneHeads
 from converters.mixed_precision import QuantizeMixed
 from converters.prune_channels import PruneChannels
 from converters.quantize import QuantizeDynamicInt8, QuantizeInt4Weights, QuantizeInt8
@@ -46,6 +54,13 @@ PASSES: dict[str, type] = {
     "quantize-dynamic-int8": QuantizeDynamicInt8,
     "quantize-int4-weights": QuantizeInt4Weights,
     "quantize-mixed": QuantizeMixed,
+    # language models (token-window calibration)
+    "drop-modules": DropModules,
+    "prune-heads": PruneHeads,
+    "prune-ffn": PruneFFN,
+    "prune-llm": PruneLLM,
+    "sparsify-activations": SparsifyActivations,
+    "restrict-ranges": RestrictRanges,
 }
 QUANTIZE_MODES = {"int8": "quantize-int8", "int16": "quantize-int8", "dynamic-int8": "quantize-dynamic-int8",
                   "int4-weights": "quantize-int4-weights", "mixed": "quantize-mixed"}
@@ -107,7 +122,8 @@ def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calib
                       per_channel: bool = True, *, prune_channels: float | None = None,
                       prune_nodes: tuple[str, ...] = (), sparsity: float | None = None,
                       sparsity_scope: str = "layer", nm: str | None = None, max_drop: float = 0.5,
-                      eval_data: str | None = None, block_size: int = 32) -> list[Any]:
+                      eval_data: str | None = None, block_size: int = 32,
+                      accuracy_level: int | None = None) -> list[Any]:
     """The recipe the CLI flags describe: pruning first (float weights), then quantization."""
     passes: list[Any] = []
     if prune_channels is not None:
@@ -131,9 +147,59 @@ def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calib
         elif name == "quantize-dynamic-int8":
             params = {"exclude": list(exclude)}
         else:
-            params = {"block_size": block_size, "exclude": list(exclude)}
+            params = {"block_size": block_size, "exclude": list(exclude), "accuracy_level": accuracy_level}
         passes.append(build_pass(name, params))
     return passes
+
+
+def llm_recipe_from_flags(quantize: str | None, *, method: str = "magnitude", sparsity: float | None = None,
+                          nm: str | None = None, act_sparsity: float | None = None, act_method: str = "teal",
+                          drop: str | None = None, prune_ffn: float | None = None, prune_heads: float | None = None,
+                          restrict_ranges: bool = False, block_size: int = 32, accuracy_level: int | None = 4,
+                          exclude: tuple[str, ...] = ()) -> list[Any]:
+    """The recipe for a language model: structure first (drop, heads, FFN), then weight and activation sparsity,
+    range restriction, and quantization last (int4 weights or dynamic int8)."""
+    passes: list[Any] = []
+    if drop:
+        passes.append(build_pass("drop-modules", _drop_params(drop)))
+    if prune_heads is not None:
+        passes.append(build_pass("prune-heads", {"ratio": prune_heads}))
+    if prune_ffn is not None:
+        passes.append(build_pass("prune-ffn", {"ratio": prune_ffn}))
+    if sparsity is not None or nm is not None:
+        if nm is not None and not re.fullmatch(r"\d+:\d+", nm):
+            raise PassError(f"--nm must look like 2:4 (N zeros in every M weights); got '{nm}'.")
+        params: dict[str, Any] = {"method": method, "nm": nm}
+        if sparsity is not None:
+            params["sparsity"] = sparsity
+        passes.append(build_pass("prune-llm", params))
+    if act_sparsity is not None:
+        passes.append(build_pass("sparsify-activations", {"method": act_method, "sparsity": act_sparsity}))
+    if restrict_ranges:
+        passes.append(build_pass("restrict-ranges", {}))
+    if quantize:
+        if quantize == "int4-weights":
+            passes.append(build_pass("quantize-int4-weights", {"block_size": block_size, "exclude": list(exclude),
+                                                               "accuracy_level": accuracy_level}))
+        elif quantize == "dynamic-int8":
+            passes.append(build_pass("quantize-dynamic-int8", {"exclude": list(exclude)}))
+        else:
+            raise PassError(f"language models take --quantize int4-weights or dynamic-int8; got '{quantize}'.")
+    return passes
+
+
+def _drop_params(spec: str) -> dict[str, Any]:
+    """``attn:2`` -> drop the 2 most redundant attention modules; ``attn.3,mlp.1`` -> drop those."""
+    kind, sep, count = spec.partition(":")
+    if sep:
+        if kind not in ("attn", "mlp", "all") or not count.isdigit() or int(count) < 1:
+            raise PassError(f"--drop must look like attn:2, mlp:1 or all:3, or list modules like attn.3,mlp.1; "
+                            f"got '{spec}'.")
+        return {"target": kind, "count": int(count)}
+    modules = [m.strip() for m in spec.split(",") if m.strip()]
+    if not modules or not all(re.fullmatch(r"(attn|mlp)\.\d+", m) for m in modules):
+        raise PassError(f"--drop must look like attn:2, mlp:1 or all:3, or list modules like attn.3,mlp.1; got '{spec}'.")
+    return {"modules": modules}
 
 
 def run_recipe(

@@ -127,6 +127,10 @@ class GpuTarget:
         feeds = {session.get_inputs()[0].name: _as_input(batch, session)}
         return np.asarray(session.run(None, feeds)[0], dtype=np.float32)
 
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output, in graph order, for named feeds (multi-input models such as decoders with a KV cache)."""
+        return self._live().run(None, feeds)
+
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
         """Seconds per GPU inference of one trial: IOBinding with GPU-resident input and outputs, synchronised.
 

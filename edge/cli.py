@@ -78,6 +78,25 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), help="Zero this fraction of weights by magnitude.")
 @click.option("--sparsity-scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True)
 @click.option("--nm", metavar="N:M", help="N:M sparsity along the input dimension, e.g. 2:4.")
+@click.option("--method", "prune_method", type=click.Choice(["magnitude", "wanda", "sparsegpt"]), default="magnitude",
+              show_default=True, help="Language models: how --sparsity / --nm choose weights (Wanda and SparseGPT use "
+                                      "the calibration text, block by block).")
+@click.option("--act-sparsity", type=click.FloatRange(0, 1, max_open=True), metavar="S",
+              help="Language models: zero this fraction of projection inputs at run time (training-free).")
+@click.option("--act-method", type=click.Choice(["teal", "chess", "wina"]), default="teal", show_default=True,
+              help="Thresholds of --act-sparsity: per tensor (TEAL), per FFN channel (CHESS), weight-informed (WINA).")
+@click.option("--drop", "drop_modules", metavar="KIND:N|LIST",
+              help="Language models (LLM-Drop): drop the N most redundant modules, KIND attn, mlp or all (e.g. "
+                   "attn:2), or name them (attn.3,mlp.1).")
+@click.option("--prune-ffn", type=click.FloatRange(0, 1, max_open=True), metavar="RATIO",
+              help="Language models: remove this fraction of MLP neurons per block (matrices shrink).")
+@click.option("--prune-heads", type=click.FloatRange(0, 1, max_open=True), metavar="RATIO",
+              help="Language models: remove this fraction of key/value head groups per block (and their cache).")
+@click.option("--restrict-ranges", is_flag=True,
+              help="Language models: clamp MLP activations to their profiled ranges (fault tolerance).")
+@click.option("--accuracy-level", type=click.IntRange(0, 4),
+              help="int4-weights: MatMulNBits compute type (4 = int8 activations, the fast CPU path) [default: 4 for "
+                   "language models, unset otherwise].")
 @click.option("--clip", type=click.Choice(["ftclipact", "proact"]),
               help="Fault tolerance: bound every activation (FT-ClipAct layer-wise, ProAct hybrid) before quantizing.")
 @click.option("--clip-mode", type=click.Choice(["zero", "saturate"]), default="zero", show_default=True,
@@ -98,6 +117,8 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
             calibrate: str, exclude: tuple[str, ...], full_int8: bool, per_channel: bool, max_drop: float, eval_data: str | None,
             block_size: int, prune_channels: float | None,
             prune_nodes: tuple[str, ...], sparsity: float | None, sparsity_scope: str, nm: str | None,
+            prune_method: str, act_sparsity: float | None, act_method: str, drop_modules: str | None,
+            prune_ffn: float | None, prune_heads: float | None, restrict_ranges: bool, accuracy_level: int | None,
             clip: str | None, clip_mode: str, clip_search: bool, exports: tuple[str, ...], tflite_io: str,
             min_agreement: float | None, min_sqnr: float | None, as_json: bool) -> None:
     """Convert MODEL with an ordered recipe of passes and write it to OUTPUT.
@@ -117,12 +138,26 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
     if not exclude and not full_int8 and quantize in ("int8", "int16"):
         exclude = tuple(resolve_model(model)[1].meta.extra.get("keep_float", ()))
     pruning = prune_channels is not None or sparsity is not None or nm is not None
-    if recipe and pruning:
+    llm_flags = (act_sparsity is not None or drop_modules is not None or prune_ffn is not None
+                 or prune_heads is not None or restrict_ranges)
+    if recipe and (pruning or llm_flags):
         raise click.UsageError("give either --recipe or pruning flags, not both.")
-    passes = load_recipe(recipe) if recipe else recipe_from_flags(
-        quantize, exclude, calibrate, per_channel, prune_channels=prune_channels, prune_nodes=prune_nodes,
-        sparsity=sparsity, sparsity_scope=sparsity_scope, nm=nm, max_drop=max_drop, eval_data=eval_data,
-        block_size=block_size)
+    language_model = _is_language_model(model)
+    if llm_flags and not language_model:
+        raise click.UsageError("--act-sparsity, --drop, --prune-ffn, --prune-heads and --restrict-ranges are for "
+                               "language models (decoders with a KV cache).")
+    if language_model and not recipe:
+        from converters.recipe import llm_recipe_from_flags
+
+        passes = llm_recipe_from_flags(
+            quantize, method=prune_method, sparsity=sparsity, nm=nm, act_sparsity=act_sparsity, act_method=act_method,
+            drop=drop_modules, prune_ffn=prune_ffn, prune_heads=prune_heads, restrict_ranges=restrict_ranges,
+            block_size=block_size, accuracy_level=4 if accuracy_level is None else accuracy_level, exclude=exclude)
+    else:
+        passes = load_recipe(recipe) if recipe else recipe_from_flags(
+            quantize, exclude, calibrate, per_channel, prune_channels=prune_channels, prune_nodes=prune_nodes,
+            sparsity=sparsity, sparsity_scope=sparsity_scope, nm=nm, max_drop=max_drop, eval_data=eval_data,
+            block_size=block_size, accuracy_level=accuracy_level)
     if clip:
         if recipe:
             raise click.UsageError("give --clip in the recipe ([[pass]] name = \"clip-ftclipact\") or as a flag, not both.")
@@ -172,8 +207,13 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
 
         before = summarize(resolve_model(model)[1].model)
         after = summarize(child.model)
-        if sparsity is not None or nm is not None:
+        if (sparsity is not None or nm is not None) and not language_model:
             click.echo(format_sparsity_report(sparsity_report(child.model)))
+        if language_model:
+            for record in child.meta.provenance[-len(passes):]:
+                shown = {k: v for k, v in record.params.items()
+                         if not isinstance(v, (dict, list)) and k != "calibration_data"}
+                click.echo(f"{record.name}: " + ", ".join(f"{k}={_short_value(v)}" for k, v in shown.items()))
         click.echo(f"MACs {before.macs / 1e6:.2f} M -> {after.macs / 1e6:.2f} M, parameters "
                    f"{before.parameters:,} -> {after.parameters:,}")
         click.echo(f"wrote {output} ({Path(output).stat().st_size / 1024:.1f} KiB)")
@@ -226,6 +266,10 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
     from edge.evaluate import FaultSweep, run_evaluation
     from edge.report import format_table, per_subject_table
 
+    if _is_language_model(model):
+        _eval_language_model(model, data_spec, device, reference, out_dir, faults, maps, ber_range, bits, kind, seed,
+                             as_json)
+        return
     sweep = None
     if faults:
         from edge.faults import FaultModel
@@ -252,6 +296,64 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
     click.echo(f"device: {results['device']['spec']} ({results['device'].get('engine', '')}); "
                f"latency: {results['metrics']['latency_ms']['source']}")
     click.echo(f"results: {folder / 'results.json'}")
+
+
+def _is_language_model(model: str) -> bool:
+    """True when MODEL names an ONNX decoder with a KV cache (our LLM family or a plain one)."""
+    from edge.families.llm.export import is_llm
+    from edge.models import resolve_model
+
+    if str(model).lower().endswith(".tflite"):
+        return False
+    return is_llm(resolve_model(model)[1])
+
+
+def _eval_language_model(model: str, data_spec: str, device: str, reference: str | None, out_dir: str, faults: bool,
+                         maps: int, ber_range: str, bits: str, kind: str, seed: int, as_json: bool) -> None:
+    from edge.llm import (
+        evaluate_language_model,
+        format_language_model_resilience,
+        format_language_model_results,
+        language_model_resilience,
+    )
+    from edge.report import new_run_folder, write_results
+
+    results = evaluate_language_model(model, data_spec, device=device, reference=reference,
+                                      progress=None if as_json else lambda msg: log.info("%s", msg))
+    if faults:
+        from edge.faults import FaultModel
+        from edge.resilience import parse_ber_range
+
+        if device.split(":")[0].split("?")[0] != "cpu":
+            raise EdgeError("weight-fault sweeps of language models run on the cpu target.")
+        results["resilience"] = language_model_resilience([model], data_spec, bers=parse_ber_range(ber_range),
+                                                          maps=maps, seed=seed, fault=FaultModel(kind=kind, bits=bits))
+    folder = new_run_folder(out_dir, "eval")
+    write_results(folder, results)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, default=str))
+        return
+    click.echo(format_language_model_results(results))
+    if "resilience" in results:
+        click.echo("\nweight faults:\n" + format_language_model_resilience(results["resilience"]))
+    click.echo(f"results: {folder / 'results.json'}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--prompt", default="\n", show_default=True, help="Text to continue.")
+@click.option("--tokens", default=200, show_default=True, type=click.IntRange(min=0), help="Tokens to generate.")
+@click.option("--top-k", type=click.IntRange(min=1), help="Sample from the k most likely tokens (default: greedy).")
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True, help="cpu or gpu[:N].")
+def generate(model: str, prompt: str, tokens: int, top_k: int | None, temperature: float, seed: int,
+             device: str) -> None:
+    """Continue PROMPT with a language model (KV-cached decoding, greedy or top-k)."""
+    from edge.llm import generate_text
+
+    click.echo(generate_text(model, prompt, tokens=tokens, top_k=top_k, temperature=temperature, seed=seed,
+                             device=device))
 
 
 @main.command()
@@ -357,6 +459,18 @@ def resilience(model: str, data_spec: str, ber_range: str, maps: int, compare: s
 
     bers = parse_ber_range(ber_range)
     fault = FaultModel(kind=kind, bits=bits, targets=targets)
+    if _is_language_model(model):
+        from edge.llm import format_language_model_resilience, language_model_resilience
+        from edge.report import new_run_folder, write_results
+
+        doc = language_model_resilience([model] + ([compare] if compare else []), data_spec, bers=bers, maps=maps,
+                                        seed=seed, fault=fault, progress=lambda msg: log.info("%s", msg))
+        folder = new_run_folder(out_dir, "resilience")
+        write_results(folder, doc)
+        click.echo(json.dumps(doc, indent=2, default=str) if as_json else format_language_model_resilience(doc))
+        if not as_json:
+            click.echo(f"results: {folder / 'results.json'}")
+        return
     results, folder = run_resilience(model, data_spec, bers=bers, maps=maps, seed=seed, compare=compare,
                                      fault=fault, workers=workers, out_dir=out_dir)
     if as_json:

@@ -17,20 +17,26 @@ import numpy as np
 from converters.recipe import run_recipe
 from edge.artifact import Artifact, write_artifact, write_bytes_atomic
 from edge.data.registry import load_dataset
+from edge.data.text import load_token_windows
 from edge.errors import EngineError, ModelWriteError, PassError
 from edge.evaluate import Drift, compare_outputs, drift, predict
+from edge.families.llm.export import is_llm
+from edge.llm import language_model_drift
 from edge.models import resolve_model
 
 log = logging.getLogger("edge")
 
 
 #: Passes that change the model's function on purpose; they meet a tolerance only when the user sets one.
-FUNCTION_CHANGING = ("prune-magnitude", "prune-nm", "prune-channels", "clip-ftclipact", "clip-proact")
+FUNCTION_CHANGING = ("prune-magnitude", "prune-nm", "prune-channels", "clip-ftclipact", "clip-proact", "prune-llm",
+                     "sparsify-activations", "drop-modules", "prune-ffn", "prune-heads", "restrict-ranges")
 #: Top-1 agreement with the parent that quantization passes and exports must keep unless the user says otherwise.
 DEFAULT_MIN_AGREEMENT = 0.90
 EXPORTS = ("tflite", "c")
 #: Trials each TFLite engine is checked on (TFLite Micro runs one trial at a time).
 LITERT_CHECK_TRIALS, MICRO_CHECK_TRIALS = 256, 32
+#: Calibration windows each language-model step is compared with its parent on.
+LLM_CHECK_WINDOWS = 16
 
 
 @dataclass
@@ -92,10 +98,17 @@ def convert(
     spec = calibration or artifact.meta.extra.get("calibration_data")
     if not spec:
         raise PassError("conversion needs calibration data (to quantize and to check each pass): pass --calib DATASPEC.")
-    dataset = load_dataset(spec, artifact.meta)
-    trials = dataset.x
+    language_model = is_llm(artifact)
+    if language_model:
+        if exports:
+            raise PassError("language models are exported as ONNX only (the KV-cache graph has no TFLite export yet).")
+        trials = load_token_windows(spec, artifact.meta)
+        dataset = None
+    else:
+        dataset = load_dataset(spec, artifact.meta)
+        trials = dataset.x
     for step in passes:
-        if hasattr(step, "search"):  # the fault-injection-guided clip search scores accuracy: it needs labels
+        if hasattr(step, "search") and dataset is not None:  # the clip search scores accuracy: it needs labels
             step.calibration_labels = dataset.y
     drifts: list[tuple[str, Drift]] = []
 
@@ -106,6 +119,9 @@ def convert(
         step_tolerance(name.split(" ")[0], tolerance).check(name, result)
 
     def check(step: Any, parent: Artifact, child: Artifact) -> None:
+        if language_model:  # next-token agreement and logit drift over every position of a few windows
+            record(step.name, language_model_drift(parent, child, trials[:LLM_CHECK_WINDOWS]))
+            return
         record(step.name, drift(parent, child, trials[: getattr(step, "calibration_trials", 256)]))
 
     child = run_recipe(artifact, passes, trials, after_each=check)

@@ -142,11 +142,27 @@ def tiny_llm(shakespeare_text) -> Artifact:
     from edge.families.llm.model import to_numpy_weights
     from edge.families.llm.train import TrainConfig, train
 
+    import hashlib
+    import tempfile
+
+    import edge.families.llm as family
+
     config = LlamaConfig(vocab_size=len(set(shakespeare_text)), dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
                          hidden_dim=192, max_seq_len=128)
     cfg = TrainConfig(steps=250, batch_size=16, context=64, lr=3e-3, warmup=20)
+    # Training takes seconds to a minute on 2 busy cores; reuse the result while the family's code is unchanged.
+    folder = Path(family.__file__).parent
+    sources = b"".join((folder / f"{name}.py").read_bytes() for name in ("config", "graph", "model", "train", "export"))
+    key = hashlib.sha256(sources + repr((config, cfg)).encode()).hexdigest()[:16]
+    cached = Path(tempfile.gettempdir()) / f"edge-test-tiny-llm-{key}.onnx"
+    if cached.is_file():
+        return read_artifact(cached)
     net, tokenizer, _ = train(shakespeare_text, config, cfg)
-    return export_llm(config, to_numpy_weights(net), llm_meta(config, tokenizer, 64, source="test"))
+    artifact = export_llm(config, to_numpy_weights(net), llm_meta(config, tokenizer, 64, source="test"))
+    from edge.artifact import write_artifact
+
+    write_artifact(artifact, cached)
+    return artifact
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 import edge
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LAYER = {"evaluate", "report", "cli", "convert", "demo", "inspection", "models", "deploy"}
+TOP_LAYER = {"evaluate", "report", "cli", "convert", "demo", "inspection", "models", "deploy", "llm"}
 LOWER_FOLDERS = ("converters", "runtimes", "devices")
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from edge.artifact import Meta
 from edge.data.epochs import EEGEpochs
+from edge.data.text import is_text_spec, load_token_windows
 from edge.errors import DataError
 
 GENERATORS = ("synthetic-ssvep",)
@@ -57,6 +58,8 @@ def load_dataset(spec: str, meta: Meta) -> Dataset:
     """Build the dataset a spec names, shaped for the model described by ``meta``."""
     name, params = parse_spec(spec)
     path = Path(name)
+    if meta.family == "llm" or is_text_spec(name):
+        return Dataset(spec, load_token_windows(spec, meta), None)
     if path.suffix.lower() == ".npz":
         dataset = _npz(path)
     elif path.is_dir() and (path / "labels.csv").is_file():

@@ -112,7 +112,7 @@ def build_graph(config: LlamaConfig, weights: dict[str, np.ndarray]) -> onnx.Mod
     b = _Builder()
     for name in weight_names(config):
         b.const(name, np.asarray(weights[name], dtype=np.float32))
-    h, kvh, group = config.head_dim, config.n_kv_heads, config.n_heads // config.n_kv_heads
+    h, group = config.head_dim, config.n_heads // config.n_kv_heads
     cos_table, sin_table = rope_tables(config)
     b.const("/model/constants/two", np.array(2.0, np.float32))
     b.const("/model/constants/eps", np.array(config.norm_eps, np.float32))

@@ -3,7 +3,8 @@
 Works on any ONNX decoder with the onnxruntime-genai I/O contract (see :mod:`edge.families.llm.config`): the layers
 that hold a KV cache, their kv-head count and head size are read from the graph's ``past_key_values.N.key``
 inputs, so a model whose attention modules were dropped simply has fewer of them. ``session`` is anything with
-``run(feeds) -> list`` in the graph's output order (an ONNX Runtime session by default, or a device target's).
+an ONNX Runtime ``InferenceSession`` (the default, created here) or anything with ``run_feeds(feeds) -> list`` in the
+graph's output order (a device target).
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class LanguageModel:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim == 1:
             ids = ids[None]
+        if ids.size and (ids.min() < 0 or ids.max() >= self.layout.vocab_size):
+            raise DataError(f"token ids must lie in [0, {self.layout.vocab_size}); got {ids.min()}..{ids.max()}.")
         past = past if past is not None else self.layout.empty(len(ids))
         past_len = next(iter(past.values())).shape[2] if past else 0
         if mask is None:
@@ -122,16 +125,13 @@ class LanguageModel:
 
 
 def _run(session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """All outputs in graph order from an ONNX Runtime session or anything with ``run_feeds(feeds)``."""
     try:
-        return session.run(None, feeds) if _is_ort(session) else session.run(feeds)
+        return session.run_feeds(feeds) if hasattr(session, "run_feeds") else session.run(None, feeds)
     except EngineError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise EngineError(f"the runtime could not run the model: {str(exc).strip().splitlines()[0]}") from None
-
-
-def _is_ort(session: Any) -> bool:
-    return type(session).__name__ == "InferenceSession"
 
 
 def _gather_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test reference clean
+.PHONY: demo test reference reference-llm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(VENV)/.test-installed
 # Retrains the shipped reference model (about 20 minutes on 2 cores); see edge/zoo/MODEL_CARD.md.
 reference: $(VENV)/.test-installed
 	$(BIN)/python -m edge.families.ssvep.reference --output edge/zoo/ssvep_guney_9ch_0.4s.onnx
+
+# Retrains the reference language model (about 15 minutes on 2 idle cores); see edge/zoo/LLM_MODEL_CARD.md.
+reference-llm: $(VENV)/.test-installed
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m edge.families.llm.reference \
+		--corpus ../shared/data/tinyshakespeare/input.txt --output edge/zoo/llama_shakespeare_char.onnx --steps 2500
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

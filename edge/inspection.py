@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from edge.families.llm.export import is_llm
+from edge.families.llm.runner import CacheLayout, weight_macs_per_token
 from edge.models import resolve_model
 from edge.summary import summarize
 
@@ -16,7 +18,13 @@ def describe(model: str | Path) -> dict[str, Any]:
     data = artifact.to_bytes()
     summary = summarize(artifact.model, file_bytes=path.stat().st_size if path else len(data))
     meta = dataclasses.asdict(artifact.meta)
-    return {
+    extra: dict[str, Any] = {}
+    if is_llm(artifact):
+        layout = CacheLayout.from_model(artifact.model)
+        extra["language_model"] = {"cached_layers": layout.layers, "kv_cache_bytes_per_token": layout.bytes_per_token(),
+                                   "weight_macs_per_token": weight_macs_per_token(artifact.model),
+                                   "vocab_size": layout.vocab_size}
+    return {**extra,
         "path": str(path) if path else str(model),
         "sha256": artifact.sha256,
         "has_edge_metadata": any(p.key == "edge" for p in artifact.model.metadata_props),
@@ -56,13 +64,26 @@ def format_description(description: dict[str, Any]) -> str:
         lines.append(f"labels     {len(meta['labels'])}: {shown}")
     lines.append(f"size       {summary['file_bytes'] / 1024:.1f} KiB")
     lines.append(f"parameters {summary['parameters']:,} ({summary['parameter_bytes'] / 1024:.1f} KiB)")
-    lines.append(f"MACs       {summary['macs'] / 1e6:.2f} M per inference (batch 1)")
+    if "language_model" in description:
+        lm = description["language_model"]
+        lines.append(f"MACs       {lm['weight_macs_per_token'] / 1e6:.2f} M per token with stored weights (attention "
+                     "over the cache comes on top)")
+        lines.append(f"KV cache   {len(lm['cached_layers'])} layers, {lm['kv_cache_bytes_per_token'] / 1024:.2f} "
+                     f"KiB per token; vocabulary {lm['vocab_size']}")
+    else:
+        lines.append(f"MACs       {summary['macs'] / 1e6:.2f} M per inference (batch 1)")
     lines.append("provenance " + ("-" if not meta["provenance"] else ""))
     for i, record in enumerate(meta["provenance"], 1):
-        params = ", ".join(f"{k}={v}" for k, v in record["params"].items())
+        params = ", ".join(f"{k}={_short(v)}" for k, v in record["params"].items())
         parent = (record["parent_sha256"] or "-")[:12]
         lines.append(f"  {i}. {record['name']} (parent {parent}, edge {record['toolkit_version']}) {params}")
     lines.append("ops")
     for op, count in summary["op_histogram"].items():
         lines.append(f"  {op:<24} {count}")
     return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A provenance value on one line: long lists and dicts (thresholds, scores) are cut."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -86,3 +86,11 @@ def test_language_model_refusals(llm_path, reference_path, tmp_path) -> None:
     assert_one_clear_line(*run("convert", str(llm_path), "-o", str(tmp_path / "z.onnx"), "--calib", CALIB,
                                "--drop", "attn:9"), "drop")
     assert not (tmp_path / "z.onnx").exists()
+
+
+def test_inspect_shows_the_language_model_cost(llm_path) -> None:
+    code, out = run("inspect", str(llm_path))
+    assert code == 0, out
+    assert "family     llm" in out
+    assert "MACs       0.10 M per token" in out  # 2 x (q, o 64x64; k, v 64x32; MLP 3 x 64x192) + head 64x65
+    assert "KV cache   2 layers, 0.50 KiB per token; vocabulary 65" in out

@@ -10,6 +10,7 @@ ZOO_DIR = Path(__file__).parent
 MODELS = {
     "ssvep-guney-9ch-0.4s": "ssvep_guney_9ch_0.4s.onnx",
     "eegnet-mmi-s001": "eegnet_mmi_s001.onnx",
+    "llama-shakespeare-char": "llama_shakespeare_char.onnx",
 }
 
 

@@ -222,3 +222,17 @@ def memory(lm: LanguageModel, context: int) -> dict[str, int]:
     per_token = lm.layout.bytes_per_token()
     return {"weights_bytes": int(weights), "kv_cache_bytes_per_token": per_token,
             "kv_cache_bytes": per_token * context, "context": context}
+
+
+def weight_macs_per_token(model: onnx.ModelProto) -> int:
+    """Multiply-accumulates with stored weights per generated token (projections and head; attention excluded)."""
+    weights = {t.name: t for t in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in weights:
+            dims = weights[node.input[1]].dims
+            total += int(np.prod(dims)) if len(dims) == 2 else 0
+        elif node.op_type == "MatMulNBits":
+            attrs = {a.name: a.i for a in node.attribute}
+            total += attrs.get("K", 0) * attrs.get("N", 0)
+    return total

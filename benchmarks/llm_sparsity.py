@@ -20,13 +20,14 @@ import numpy as np
 
 from converters.llm_activation_sparsity import SparsifyActivations
 from converters.llm_prune import PruneLLM
-from converters.llm_structure import DropModules, PruneFFN
+from converters.llm_structure import DropModules, PruneFFN, PruneHeads
 from converters.quantize import QuantizeDynamicInt8, QuantizeInt4Weights
 from edge.data.text import load_token_windows
 from edge.families.llm.runner import LanguageModel, perplexity, throughput
 from edge.models import resolve_model
 
 MODEL = "llama-shakespeare-char"
+STRUCTURED = "LLM-Drop 1 + FFN -25 % + int4"
 
 
 def variants(dense, calib, quick: bool):
@@ -38,16 +39,16 @@ def variants(dense, calib, quick: bool):
         yield f"{method} 2:4", PruneLLM(method=method, nm="2:4")(dense, calib)
     for method in ("teal", "wina", "chess"):
         yield f"{method} 50 % activations", SparsifyActivations(method=method, sparsity=0.5)(dense, calib)
-    dropped = DropModules(target="attn", count=2)(dense, calib)
-    yield "LLM-Drop 2 attention", dropped
-    ffn = PruneFFN(ratio=0.25)(dense, calib)
-    yield "FFN neurons -25 %", ffn
+    dropped = DropModules(target="all", count=1)(dense, calib)  # joint ranking: the most redundant module
+    yield "LLM-Drop 1 module (joint)", dropped
+    yield "LLM-Drop 2 attention", DropModules(target="attn", count=2)(dense, calib)
+    yield "FFN neurons -25 %", PruneFFN(ratio=0.25)(dense, calib)
+    if not quick:
+        yield "kv-head groups -25 %", PruneHeads(ratio=0.25)(dense, calib)
     yield "int8 dynamic", QuantizeDynamicInt8()(dense)
     yield "int4 (MatMulNBits b32, acc 4)", int4(dense)
-    structured = PruneFFN(ratio=0.25)(dropped, calib)
-    yield "drop 2 attn + FFN -25 % + int4", int4(structured)
+    yield STRUCTURED, int4(PruneFFN(ratio=0.25)(dropped, calib))
     if not quick:
-        yield "drop 2 attn + int4", int4(dropped)
         yield "sparsegpt 2:4 + int4", int4(PruneLLM(method="sparsegpt", nm="2:4")(dense, calib))
 
 
@@ -99,7 +100,7 @@ def main() -> None:
     int4 = by_name["int4 (MatMulNBits b32, acc 4)"]
     print(f"  int4: perplexity +{100 * (int4['perplexity_ratio'] - 1):.2f} % (<= 3 %), decode x{int4['decode_speedup']:.2f}"
           f" (> 1)")
-    best = by_name["drop 2 attn + FFN -25 % + int4"]
+    best = by_name[STRUCTURED]
     print(f"  structured + int4: decode x{best['decode_speedup']:.2f} (>= 2), perplexity "
           f"+{100 * (best['perplexity_ratio'] - 1):.1f} % (<= 15 %)")
     if args.json:

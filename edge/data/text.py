@@ -84,8 +84,8 @@ def text_windows_for(name: str, params: dict[str, str], meta: Meta) -> np.ndarra
     if tokenizer is None:
         raise DataError("this language model carries no tokenizer in its metadata, so text cannot be tokenized; "
                         "give token windows as an .npz with x (windows, tokens) instead.")
-    context = _positive(params, "context", int(meta.task.get("context", 128)))
-    limit = _positive(params, "windows", None)
+    context = _positive(params, "context", int(meta.task.get("context", 128)), minimum=2)
+    limit = _positive(params, "windows", None, minimum=1)
     tokens = tokenizer.encode(read_text(name, params))
     count = len(tokens) // context
     if count == 0:
@@ -95,10 +95,10 @@ def text_windows_for(name: str, params: dict[str, str], meta: Meta) -> np.ndarra
     return tokens[: count * context].reshape(count, context)
 
 
-def _positive(params: dict[str, str], key: str, default: int | None) -> int | None:
+def _positive(params: dict[str, str], key: str, default: int | None, minimum: int) -> int | None:
     if key not in params:
         return default
     value = params[key]
-    if not value.isdigit() or int(value) < 2:
-        raise DataError(f"dataset parameter {key} must be an integer >= 2; got '{value}'.")
+    if not value.isdigit() or int(value) < minimum:
+        raise DataError(f"dataset parameter {key} must be an integer >= {minimum}; got '{value}'.")
     return int(value)

@@ -151,3 +151,21 @@ def test_char_tokenizer_round_trip() -> None:
     assert tokenizer.decode(tokenizer.encode("low hello")) == "low hello"
     with pytest.raises(DataError, match="repeats"):
         CharTokenizer("aa")
+
+
+def test_zoo_model_decodes_with_the_cache_as_the_full_sequence_does() -> None:
+    from edge.models import resolve_model
+
+    _, artifact = resolve_model("llama-shakespeare-char")
+    tokenizer = tokenizer_of(artifact.meta)
+    window = load_token_windows("tinyshakespeare:split=val,windows=1", artifact.meta)
+    assert window.shape == (1, 128) and len(tokenizer) == 65
+    lm = LanguageModel(artifact)
+    full, _ = lm.forward(window)
+    logits, past = lm.forward(window[:, :32])
+    steps = [logits]
+    for t in range(32, 128):
+        logits, past = lm.forward(window[:, t : t + 1], past)
+        steps.append(logits)
+    assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+    assert perplexity(lm, window)["perplexity"] < 6.0  # the model card's held-out figure is 4.5 per character

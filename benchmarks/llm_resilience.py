@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--maps", type=int, default=20)
     parser.add_argument("--windows", type=int, default=8)
-    parser.add_argument("--bers", default="1e-8,1e-7,3e-7,1e-6,3e-6,1e-5")
+    parser.add_argument("--bers", default="1e-8,1e-7,3e-7,1e-6,1e-5,1e-4,1e-3")
     parser.add_argument("--quick", action="store_true", help="fp32 only, 5 maps")
     args = parser.parse_args()
     bers = [float(b) for b in args.bers.split(",")]

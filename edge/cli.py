@@ -171,11 +171,14 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
         exports = tuple(dict.fromkeys(exports + recipe_exports))
         tflite_io = recipe_io if tflite_io == "float32" else tflite_io
 
+    agreement, samples = ("next-token agreement", "calibration positions") if language_model else (
+        "top-1 agreement", "calibration trials")
+
     def report(name: str, drift: Any) -> None:
         if not as_json:
-            click.echo(f"{name}: top-1 agreement {100 * drift.top1_agreement:.1f} %, cosine "
+            click.echo(f"{name}: {agreement} {100 * drift.top1_agreement:.1f} %, cosine "
                        f"{drift.cosine_similarity:.5f}, max abs error {drift.max_abs_error:.4g}, SQNR "
-                       f"{drift.sqnr_db:.1f} dB ({drift.trials} calibration trials)")
+                       f"{drift.sqnr_db:.1f} dB ({drift.trials} {samples})")
 
     def sensitivity_tables() -> None:
         from converters.mixed_precision import QuantizeMixed, format_sensitivity_table
@@ -214,8 +217,15 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
                 shown = {k: v for k, v in record.params.items()
                          if not isinstance(v, (dict, list)) and k != "calibration_data"}
                 click.echo(f"{record.name}: " + ", ".join(f"{k}={_short_value(v)}" for k, v in shown.items()))
-        click.echo(f"MACs {before.macs / 1e6:.2f} M -> {after.macs / 1e6:.2f} M, parameters "
-                   f"{before.parameters:,} -> {after.parameters:,}")
+        if language_model:
+            from edge.families.llm.runner import weight_macs_per_token
+
+            macs = (weight_macs_per_token(resolve_model(model)[1].model), weight_macs_per_token(child.model))
+            click.echo(f"MACs per token {macs[0] / 1e6:.2f} M -> {macs[1] / 1e6:.2f} M, parameters "
+                       f"{before.parameters:,} -> {after.parameters:,}")
+        else:
+            click.echo(f"MACs {before.macs / 1e6:.2f} M -> {after.macs / 1e6:.2f} M, parameters "
+                       f"{before.parameters:,} -> {after.parameters:,}")
         click.echo(f"wrote {output} ({Path(output).stat().st_size / 1024:.1f} KiB)")
 
 

@@ -160,17 +160,16 @@ def language_model_resilience(models: list[str], data_spec: str, *, bers: list[f
 def format_language_model_resilience(doc: dict[str, Any]) -> str:
     """Median perplexity (and failure rate, next-token agreement) per BER, one column per model."""
     names = list(doc["models"])
-    width = max(24, *(len(n) + 2 for n in names))
-    lines = ["BER".ljust(10) + "".join(n.ljust(width) for n in names)]
-    lines.append("clean".ljust(10) + "".join(f"ppl {doc['models'][n]['clean_perplexity']:.3f}".ljust(width)
-                                            for n in names))
+    rows = [["BER", *names], ["clean", *(f"ppl {doc['models'][n]['clean_perplexity']:.3f}" for n in names)]]
     for i, ber in enumerate(doc["bers"]):
         cells = []
         for n in names:
             p = doc["models"][n]["points"][i]
             cells.append(f"ppl {_fmt(p['perplexity_median'])}, fail {100 * p['failure_rate']:.0f} %, "
-                         f"agree {100 * p['next_token_agreement']:.0f} %".ljust(width))
-        lines.append(f"{ber:<10.0e}" + "".join(cells))
+                         f"agree {100 * p['next_token_agreement']:.0f} %")
+        rows.append([f"{ber:.0e}", *cells])
+    widths = [max(len(row[c]) for row in rows) + 2 for c in range(len(rows[0]))]
+    lines = ["".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append(f"median over {doc['maps']} fault maps per BER; fail = perplexity above 2x clean or not finite; "
                  "agree = greedy next token equal to the fault-free model's")
     return "\n".join(lines)

@@ -133,3 +133,20 @@ def test_tensorrt_provider_builds_and_runs(reference, ssvep_trials) -> None:
         assert np.all(target.latency(ssvep_trials[0], runs=20) > 0)
     finally:
         target.close()
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_language_model_decodes_on_the_gpu_as_on_the_cpu(tiny_llm, tiny_llm_windows) -> None:
+    from edge.families.llm.runner import LanguageModel, generate, perplexity
+    from edge.llm import open_language_model
+
+    lm, target = open_language_model(tiny_llm, "gpu")
+    try:
+        cpu = LanguageModel(tiny_llm)
+        windows = tiny_llm_windows[1][:8]
+        assert abs(perplexity(lm, windows)["perplexity"] / perplexity(cpu, windows)["perplexity"] - 1) < 1e-3
+        prompt = windows[0][:16]
+        assert np.array_equal(generate(lm, prompt, 32), generate(cpu, prompt, 32))
+    finally:
+        target.close()

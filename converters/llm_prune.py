@@ -10,8 +10,9 @@ output row of the PyTorch weight and N:M groups run down a column (along K).
   not yet visited, in lazy blocks of ``blocksize`` input columns (IST-DASLab ``sparsegpt.py``, in float64 numpy).
 
 Wanda and SparseGPT are block-sequential like the reference (``locuslab/wanda:lib/prune.py``): the inputs of block
-``i`` are captured from the current model, whose blocks ``< i`` are already pruned. ``N:M`` means N of every M
-consecutive weights along K are zero (2:4 keeps 2 of 4); it overrides ``sparsity``.
+``i`` are captured from the current model, whose blocks ``< i`` are already pruned. ``N:M`` keeps N of every M
+consecutive weights along K (NVIDIA's convention and :class:`converters.sparsify.PruneNM`'s: 2:4 zeroes 2 of 4,
+1:4 zeroes 3); it overrides ``sparsity``.
 
 >>> from converters.llm_prune import PruneLLM, projection_sparsity
 >>> child = PruneLLM(method="sparsegpt", nm="2:4")(artifact, windows)  # doctest: +SKIP
@@ -45,22 +46,22 @@ _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
 def parse_nm(owner: str, nm: str) -> tuple[int, int]:
-    """(n, m) of an ``"n:m"`` pattern with 0 < n < m, else a PassError."""
+    """(zeros per group, m) of an ``"n:m"`` pattern that keeps n of every m weights (0 < n < m), else a PassError."""
     match = _NM.match(nm) if isinstance(nm, str) else None
     n, m = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
     if not 0 < n < m:
-        raise PassError(f"The 'nm' parameter of {owner} must be 'N:M' with 0 < N < M (N of every M weights zeroed, "
+        raise PassError(f"The 'nm' parameter of {owner} must be 'N:M' with 0 < N < M (keep N of every M weights, "
                         f"e.g. '2:4'); got {nm!r}.")
-    return n, m
+    return m - n, m
 
 
 def check_nm(weight_t: np.ndarray, n: int, m: int) -> bool:
-    """True if every group of ``m`` consecutive weights along K (axis 0) of a (K, N) matrix holds >= ``n`` zeros."""
+    """True if every group of ``m`` consecutive weights along K (axis 0) of a (K, N) matrix keeps <= ``n`` nonzeros."""
     weight_t = np.asarray(weight_t)
     if weight_t.ndim != 2 or weight_t.shape[0] % m:
         return False
     groups = weight_t.reshape(weight_t.shape[0] // m, m, weight_t.shape[1])
-    return bool(np.all(np.count_nonzero(groups == 0, axis=1) >= n))
+    return bool(np.all(np.count_nonzero(groups, axis=1) <= n))
 
 
 def _zero_lowest_per_column(weight_t: np.ndarray, score: np.ndarray, count: int) -> np.ndarray:
@@ -188,7 +189,7 @@ def projection_sparsity(model: onnx.ModelProto) -> dict[str, float]:
 class PruneLLM:
     """Prune every block projection of an LLM artifact by magnitude, Wanda or SparseGPT (see the module docstring).
 
-    ``sparsity`` is the unstructured fraction of zeros; ``nm`` (``"2:4"``, ``"4:8"``) zeroes N of every M weights
+    ``sparsity`` is the unstructured fraction of zeros; ``nm`` (``"2:4"``, ``"4:8"``) keeps N of every M weights
     along the input dimension instead. ``blocksize`` and ``percdamp`` are SparseGPT's; Wanda and SparseGPT use at
     most ``calibration_windows`` of the calibration token windows (windows, tokens).
     """

@@ -168,7 +168,7 @@ def llm_recipe_from_flags(quantize: str | None, *, method: str = "magnitude", sp
         passes.append(build_pass("prune-ffn", {"ratio": prune_ffn}))
     if sparsity is not None or nm is not None:
         if nm is not None and not re.fullmatch(r"\d+:\d+", nm):
-            raise PassError(f"--nm must look like 2:4 (N zeros in every M weights); got '{nm}'.")
+            raise PassError(f"--nm must look like 2:4 (keep N of every M weights); got '{nm}'.")
         params: dict[str, Any] = {"method": method, "nm": nm}
         if sparsity is not None:
             params["sparsity"] = sparsity

@@ -77,7 +77,7 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--prune-node", "prune_nodes", multiple=True, metavar="NODE", help="Conv node to prune (repeatable).")
 @click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), help="Zero this fraction of weights by magnitude.")
 @click.option("--sparsity-scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True)
-@click.option("--nm", metavar="N:M", help="N:M sparsity along the input dimension, e.g. 2:4.")
+@click.option("--nm", metavar="N:M", help="N:M sparsity along the input dimension: keep N of every M weights (2:4).")
 @click.option("--method", "prune_method", type=click.Choice(["magnitude", "wanda", "sparsegpt"]), default="magnitude",
               show_default=True, help="Language models: how --sparsity / --nm choose weights (Wanda and SparseGPT use "
                                       "the calibration text, block by block).")

@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 from converters.llm_prune import (
     PruneLLM,
     check_nm,
+    parse_nm,
     projection_sparsity,
     prune_magnitude,
     prune_sparsegpt,
@@ -58,11 +59,19 @@ def test_check_nm_accepts_and_rejects() -> None:
     good = np.arange(1, 33, dtype=np.float32).reshape(8, 4)
     good[[0, 1, 6, 7]] = 0  # two zeros in each group of 4 rows, in every column
     assert check_nm(good, 2, 4)
-    assert not check_nm(good, 3, 4)
+    assert not check_nm(good, 1, 4)  # 1:4 keeps one of four
     bad = good.copy()
     bad[0, 2] = 1.0
     assert not check_nm(bad, 2, 4)
     assert not check_nm(good[:6], 2, 4)  # K not a multiple of M
+
+
+def test_nm_keeps_n_of_every_m() -> None:
+    assert parse_nm("prune-llm", "2:4") == (2, 4)
+    assert parse_nm("prune-llm", "1:4") == (3, 4)  # zeros per group
+    w = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    pruned = prune_magnitude(w, 0.5, parse_nm("prune-llm", "1:4"))
+    assert check_nm(pruned, 1, 4) and np.count_nonzero(pruned) == 2 * 3
 
 
 def test_wanda_helper_prunes_per_column_by_activation_norm() -> None:

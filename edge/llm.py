@@ -142,16 +142,21 @@ def generate_text(model: str | Path, prompt: str, *, tokens: int = 200, top_k: i
     return tokenizer.decode(ids)
 
 
+#: Windows a fault sweep evaluates per map unless the data spec names fewer (every map reruns all of them).
+FAULT_SWEEP_WINDOWS = 16
+
+
 def language_model_resilience(models: list[str], data_spec: str, *, bers: list[float], maps: int, seed: int = 0,
                               fault: Any = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Perplexity against BER for each model on the same seeded fault maps (see edge.families.llm.resilience)."""
+    """Perplexity against BER for each model on the same seeded fault maps (see edge.families.llm.resilience);
+    the first :data:`FAULT_SWEEP_WINDOWS` windows of the data are used."""
     from edge.data.text import load_token_windows
     from edge.families.llm.resilience import perplexity_curve
 
     curves = {}
     for model in models:
         _, artifact = load_language_model(model)
-        windows = load_token_windows(data_spec, artifact.meta)
+        windows = load_token_windows(data_spec, artifact.meta)[:FAULT_SWEEP_WINDOWS]
         curves[Path(model).name] = perplexity_curve(artifact, windows, bers=bers, maps=maps, seed=seed, fault=fault,
                                                     progress=progress)
     return {"kind": "language-model-resilience", "data": data_spec, "bers": bers, "maps": maps, "models": curves}

@@ -46,7 +46,13 @@ from onnx import helper, numpy_helper
 
 from edge.artifact import Artifact
 from edge.errors import PassError
-from edge.families.llm.calibration import capture, projection_nodes, require_projections
+from edge.families.llm.calibration import (
+    calibration_windows,
+    capture,
+    check_calibration_windows,
+    projection_nodes,
+    require_projections,
+)
 
 __all__ = ["METHODS", "SparsifyActivations", "measure_activation_sparsity"]
 
@@ -242,9 +248,7 @@ class SparsifyActivations:
                             f"got '{self.method}'.")
         if not isinstance(self.sparsity, (int, float)) or not 0.0 <= self.sparsity < 1.0:
             raise PassError(f"The 'sparsity' parameter of {self.name} must be a float in [0, 1); got {self.sparsity}.")
-        if not isinstance(self.calibration_windows, int) or self.calibration_windows < 1:
-            raise PassError(f"The 'calibration_windows' parameter of {self.name} must be an integer >= 1; "
-                            f"got {self.calibration_windows}.")
+        check_calibration_windows(self.name, self.calibration_windows)
 
     def params(self) -> dict[str, object]:
         """Parameters as recorded in provenance."""
@@ -257,10 +261,7 @@ class SparsifyActivations:
             raise PassError(f"{self.name}: this model is already activation-sparsified; apply the pass to the dense "
                             "model instead.")
         sites = _sites(model, self.method)
-        if calibration is None or len(calibration) == 0:
-            raise PassError(f"{self.name} calibrates its thresholds on text: pass --calib with a text file or "
-                            "'tinyshakespeare'.")
-        windows = np.asarray(calibration)[: self.calibration_windows]
+        windows = calibration_windows(calibration, self.calibration_windows, self.name, "to set its thresholds")
         wanted = {s.source for s in sites}
         ups: dict[int, str] = {}
         if self.method == "chess":  # the up_proj output weighs the gate activation's channels

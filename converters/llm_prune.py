@@ -33,7 +33,13 @@ from onnx import numpy_helper
 
 from edge.artifact import Artifact
 from edge.errors import PassError
-from edge.families.llm.calibration import capture, projection_nodes, require_projections
+from edge.families.llm.calibration import (
+    calibration_windows,
+    capture,
+    check_calibration_windows,
+    projection_nodes,
+    require_projections,
+)
 
 __all__ = ["METHODS", "PruneLLM", "check_nm", "parse_nm", "projection_sparsity", "prune_magnitude",
            "prune_sparsegpt", "prune_wanda", "sparsegpt_hessian"]
@@ -216,9 +222,7 @@ class PruneLLM:
                             f"groups do not straddle SparseGPT blocks; got {self.blocksize}.")
         if not (isinstance(self.percdamp, int | float) and 0.0 < self.percdamp < 1.0):
             raise PassError(f"The 'percdamp' parameter of {self.name} must be a float in (0, 1); got {self.percdamp}.")
-        if not (isinstance(self.calibration_windows, int) and self.calibration_windows > 0):
-            raise PassError(f"The 'calibration_windows' parameter of {self.name} must be a positive integer; "
-                            f"got {self.calibration_windows}.")
+        check_calibration_windows(self.name, self.calibration_windows)
 
     def params(self) -> dict[str, object]:
         """Parameters as recorded in provenance (only those the chosen method uses)."""
@@ -273,14 +277,8 @@ class PruneLLM:
                                 f"M={self._nm[1]}, so the {self.nm} pattern cannot be applied.")
 
     def _windows(self, calibration: np.ndarray | None) -> np.ndarray:
-        if calibration is None or len(calibration) == 0:
-            raise PassError(f"{self.name} with method '{self.method}' needs calibration text (token windows); "
-                            "pass --calib with a text file or 'tinyshakespeare', or use method 'magnitude'.")
-        windows = np.asarray(calibration)
-        if windows.ndim != 2 or not np.issubdtype(windows.dtype, np.integer):
-            raise PassError(f"{self.name}: calibration must be integer token windows (windows, tokens); got "
-                            f"{windows.dtype} of shape {windows.shape}.")
-        return windows[: self.calibration_windows].astype(np.int64)
+        return calibration_windows(calibration, self.calibration_windows, self.name,
+                                   f"for method '{self.method}' (method 'magnitude' needs none)")
 
     def _prune_layer(self, model: onnx.ModelProto, nodes: list[onnx.NodeProto], windows: np.ndarray) -> None:
         """Capture one block's projection inputs from the current (partly pruned) model, then prune the block."""

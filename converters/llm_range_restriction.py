@@ -30,7 +30,7 @@ from onnx import helper, numpy_helper
 
 from edge.artifact import Artifact
 from edge.errors import PassError
-from edge.families.llm.calibration import capture
+from edge.families.llm.calibration import calibration_windows, capture, check_calibration_windows
 
 __all__ = ["TENSOR_SETS", "RestrictRanges", "restriction_sites"]
 
@@ -99,9 +99,7 @@ class RestrictRanges:
         if not isinstance(self.margin, (int, float)) or not 0.0 <= self.margin < float("inf"):
             raise PassError(f"The 'margin' parameter of {self.name} must be a finite float >= 0 (a fraction of the "
                             f"profiled range added on each side); got {self.margin}.")
-        if not isinstance(self.calibration_windows, int) or self.calibration_windows < 1:
-            raise PassError(f"The 'calibration_windows' parameter of {self.name} must be an integer >= 1; "
-                            f"got {self.calibration_windows}.")
+        check_calibration_windows(self.name, self.calibration_windows)
 
     def params(self) -> dict[str, object]:
         """Parameters as recorded in provenance."""
@@ -116,10 +114,7 @@ class RestrictRanges:
         if not sites:
             raise PassError(f"{self.name} works on LLaMA-style decoders built by edge (MLP nodes named "
                             "'/model/layers.N/mlp/gate_proj/MatMul' and '.../act_up/Mul'); this model has none.")
-        if calibration is None or len(calibration) == 0:
-            raise PassError(f"{self.name} profiles activations on text: pass --calib with a text file or "
-                            "'tinyshakespeare'.")
-        windows = np.asarray(calibration)[: self.calibration_windows]
+        windows = calibration_windows(calibration, self.calibration_windows, self.name, "to profile activations")
         # Every site is profiled on the unclipped model: with margin >= 0 no clean value is clipped, so the
         # downstream activations, hence their ranges, are the same with the earlier clips in place.
         values = capture(model, windows, sites.values())

@@ -37,7 +37,12 @@ from onnx import numpy_helper
 
 from edge.artifact import Artifact
 from edge.errors import PassError
-from edge.families.llm.calibration import capture, require_projections
+from edge.families.llm.calibration import (
+    calibration_windows,
+    capture,
+    check_calibration_windows,
+    require_projections,
+)
 from edge.families.llm.config import past_names, present_names, weight_name
 
 __all__ = ["DropModules", "PruneFFN", "PruneHeads", "drop_module", "module_similarities"]
@@ -128,12 +133,6 @@ def _check(model: onnx.ModelProto, owner: str) -> None:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise PassError(f"{owner}: the new graph fails the ONNX checks ({str(exc).splitlines()[0]}).") from None
-
-
-def _windows(calibration: np.ndarray | None, count: int, owner: str, why: str) -> np.ndarray:
-    if calibration is None or len(calibration) == 0:
-        raise PassError(f"{owner} needs calibration text {why}: pass --calib with a text file or 'tinyshakespeare'.")
-    return np.asarray(calibration, dtype=np.int64)[:count]
 
 
 def _layers_with(nodes: dict[tuple[int, str], onnx.NodeProto], projections: tuple[str, ...]) -> list[int]:
@@ -237,9 +236,7 @@ class DropModules:
                             f"got '{bad[0]}'.")
         if len(set(self.modules)) != len(self.modules):
             raise PassError(f"The 'modules' parameter of {self.name} names a module twice: {self.modules}.")
-        if self.calibration_windows < 1:
-            raise PassError(f"The 'calibration_windows' parameter of {self.name} must be at least 1; "
-                            f"got {self.calibration_windows}.")
+        check_calibration_windows(self.name, self.calibration_windows)
 
     def params(self) -> dict[str, object]:
         """Parameters as recorded in provenance."""
@@ -257,7 +254,8 @@ class DropModules:
             if unknown:
                 raise PassError(f"{self.name}: module '{unknown[0]}' is not in the model "
                                 f"(present: {', '.join(present)}).")
-            windows = None if calibration is None else _windows(calibration, self.calibration_windows, self.name, "")
+            windows = (None if calibration is None
+                       else calibration_windows(calibration, self.calibration_windows, self.name))
             similarities = module_similarities(model, windows) if windows is not None else None
             dropped = list(self.modules)
             for key in dropped:
@@ -268,7 +266,8 @@ class DropModules:
             if self.count > len(candidates):
                 raise PassError(f"{self.name}: count {self.count} is more than the {len(candidates)} "
                                 f"{'' if self.target == 'all' else self.target + ' '}modules in the model.")
-            windows = _windows(calibration, self.calibration_windows, self.name, "to rank modules by similarity")
+            windows = calibration_windows(calibration, self.calibration_windows, self.name,
+                                          "to rank modules by similarity")
             similarities = module_similarities(model, windows)
             dropped, steps = self._choose(model, similarities, candidates, windows)
         _check(model, self.name)
@@ -334,9 +333,7 @@ class PruneFFN:
         if self.score not in FFN_SCORES:
             raise PassError(f"The 'score' parameter of {self.name} must be one of {', '.join(FFN_SCORES)}; "
                             f"got '{self.score}'.")
-        if self.calibration_windows < 1:
-            raise PassError(f"The 'calibration_windows' parameter of {self.name} must be at least 1; "
-                            f"got {self.calibration_windows}.")
+        check_calibration_windows(self.name, self.calibration_windows)
         if self.multiple < 1:
             raise PassError(f"The 'multiple' parameter of {self.name} must be at least 1; got {self.multiple}.")
         if self.layers is not None and any(not isinstance(x, int) or x < 0 for x in self.layers):
@@ -354,7 +351,7 @@ class PruneFFN:
                                 self.name, "MLP")
         activations: dict[str, np.ndarray] = {}
         if self.score == "wanda" and self.ratio > 0:
-            windows = _windows(calibration, self.calibration_windows, self.name, "for score 'wanda'")
+            windows = calibration_windows(calibration, self.calibration_windows, self.name, "for score 'wanda'")
             activations = capture(model, windows, [nodes[(i, "down_proj")].input[0] for i in layers])
         hidden: dict[str, list[int]] = {}
         for i in layers:
@@ -428,9 +425,7 @@ class PruneHeads:
         if self.score not in HEAD_SCORES:
             raise PassError(f"The 'score' parameter of {self.name} must be one of {', '.join(HEAD_SCORES)}; "
                             f"got '{self.score}'.")
-        if self.calibration_windows < 1:
-            raise PassError(f"The 'calibration_windows' parameter of {self.name} must be at least 1; "
-                            f"got {self.calibration_windows}.")
+        check_calibration_windows(self.name, self.calibration_windows)
         if self.layers is not None and any(not isinstance(x, int) or x < 0 for x in self.layers):
             raise PassError(f"The 'layers' parameter of {self.name} must list layer indices >= 0; got {self.layers}.")
 
@@ -446,7 +441,7 @@ class PruneHeads:
                                 self.name, "attention")
         contexts: dict[str, np.ndarray] = {}
         if self.score == "context" and self.ratio > 0:
-            windows = _windows(calibration, self.calibration_windows, self.name, "for score 'context'")
+            windows = calibration_windows(calibration, self.calibration_windows, self.name, "for score 'context'")
             contexts = capture(model, windows, [nodes[(i, "o_proj")].input[0] for i in layers])
         groups: dict[str, list[int]] = {}
         for i in layers:

@@ -38,6 +38,24 @@ def require_projections(model: onnx.ModelProto, owner: str) -> dict[tuple[int, s
     return nodes
 
 
+def check_calibration_windows(owner: str, value: object) -> None:
+    """PassError unless ``value`` (a pass's ``calibration_windows`` parameter) is an integer >= 1."""
+    if not isinstance(value, int) or value < 1:
+        raise PassError(f"The 'calibration_windows' parameter of {owner} must be an integer >= 1; got {value!r}.")
+
+
+def calibration_windows(calibration: np.ndarray | None, count: int, owner: str, why: str = "") -> np.ndarray:
+    """The first ``count`` calibration token windows as int64, or a PassError saying the pass needs text."""
+    if calibration is None or len(calibration) == 0:
+        reason = f" {why}" if why else ""
+        raise PassError(f"{owner} needs calibration text{reason}: pass --calib with a text file or 'tinyshakespeare'.")
+    windows = np.asarray(calibration)
+    if windows.ndim != 2 or not np.issubdtype(windows.dtype, np.integer):
+        raise PassError(f"{owner}: calibration must be integer token windows (windows, tokens); got {windows.dtype} "
+                        f"of shape {windows.shape}.")
+    return windows[:count].astype(np.int64)
+
+
 def capture(model: onnx.ModelProto | Artifact, windows: np.ndarray, tensors: Iterable[str],
             batch_size: int = 8) -> dict[str, np.ndarray]:
     """Every token's value of each named tensor over the windows: name -> (tokens, last dim) float32."""

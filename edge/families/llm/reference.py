@@ -23,7 +23,7 @@ from edge.families.llm.runner import LanguageModel, perplexity, text_windows
 from edge.families.llm.train import TrainConfig, split_text, train
 from edge.families.torch_common import import_torch
 
-REFERENCE_CONFIG = dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, hidden_dim=768, max_seq_len=256)
+REFERENCE_CONFIG = {"dim": 256, "n_layers": 6, "n_heads": 8, "n_kv_heads": 4, "hidden_dim": 768, "max_seq_len": 256}
 CALIBRATION_CHARS = 65536
 
 

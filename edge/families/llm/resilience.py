@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge.families.llm.runner import LanguageModel, _gather_logprobs
+from edge.families.llm.runner import LanguageModel, gather_logprobs
 from edge.faults.campaign import map_seed
 from edge.faults.engine import create_session, weights_as_inputs
 from edge.faults.models import FaultModel, FaultTargets, apply_fault_map, sample_fault_map
@@ -37,7 +37,7 @@ class _FedWeights:
 
 def _outcome(lm: LanguageModel, windows: np.ndarray, golden_tokens: np.ndarray) -> tuple[float, float]:
     logits, _ = lm.forward(windows)
-    logprobs = _gather_logprobs(logits[:, :-1], windows[:, 1:])
+    logprobs = gather_logprobs(logits[:, :-1], windows[:, 1:])
     nll = float(-logprobs.mean()) if np.all(np.isfinite(logprobs)) else math.inf
     with np.errstate(over="ignore"):
         ppl = math.exp(nll) if nll < 700 else math.inf

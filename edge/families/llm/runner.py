@@ -120,7 +120,7 @@ class LanguageModel:
         for start in range(0, len(windows), batch_size):
             batch = windows[start : start + batch_size]
             logits, _ = self.forward(batch)
-            out.append(_gather_logprobs(logits[:, :-1], batch[:, 1:]))
+            out.append(gather_logprobs(logits[:, :-1], batch[:, 1:]))
         return np.concatenate(out)
 
 
@@ -134,7 +134,8 @@ def _run(session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise EngineError(f"the runtime could not run the model: {str(exc).strip().splitlines()[0]}") from None
 
 
-def _gather_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def gather_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """log p(target) at every position from raw logits (..., vocab), a stable log-softmax in float64."""
     logits = logits.astype(np.float64)
     top = logits.max(axis=-1, keepdims=True)
     logz = top[..., 0] + np.log(np.exp(logits - top).sum(axis=-1))

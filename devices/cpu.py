@@ -85,6 +85,11 @@ class CpuTarget:
             return self._session.run({"x": batch})[0]
         return self._session.run({self._session.inputs[0].name: batch.astype(np.float32, copy=False)})[0]
 
+    def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for named feeds (stateful models: spiking step graphs)."""
+        self._deployed()
+        return self._session.run_named(feeds)
+
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
         """Seconds per inference of one trial at batch 1, after warm-up runs."""
         batch = trial[None].astype(np.float32)

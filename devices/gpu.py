@@ -131,6 +131,11 @@ class GpuTarget:
         """Every output, in graph order, for named feeds (multi-input models such as decoders with a KV cache)."""
         return self._live().run(None, feeds)
 
+    def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for named feeds (stateful models: spiking step graphs)."""
+        session = self._live()
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
         """Seconds per GPU inference of one trial: IOBinding with GPU-resident input and outputs, synchronised.
 

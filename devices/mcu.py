@@ -77,6 +77,11 @@ class McuTarget:
         self._deployed()
         return self._session.run({"x": batch})[0]
 
+    def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for named batch-1 feeds (stateful models: spiking step graphs)."""
+        self._deployed()
+        return self._session.run_named(feeds)
+
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
         batch = trial[None].astype(np.float32)
         return time_calls(lambda: self.run(batch), runs, warmup)

@@ -102,6 +102,10 @@ class NpuTarget:
         """TFLite Micro's first output for ``batch`` on the uncompiled int8 file (float data quantized on the way in)."""
         return self._live().run({"x": np.asarray(batch, dtype=np.float32)})[0].astype(np.float32, copy=False)
 
+    def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for named batch-1 feeds, from TFLite Micro on the uncompiled file."""
+        return self._live().run_named(feeds)
+
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
         """Vela's estimated seconds per inference repeated ``runs`` times: a static estimate, nothing is timed.
 

@@ -280,6 +280,9 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         _eval_language_model(model, data_spec, device, reference, out_dir, faults, maps, ber_range, bits, kind, seed,
                              as_json)
         return
+    if _is_spiking_model(model):
+        _eval_spiking_model(model, data_spec, device, runs, out_dir, faults, maps, ber_range, bits, kind, seed, as_json)
+        return
     sweep = None
     if faults:
         from edge.faults import FaultModel
@@ -316,6 +319,41 @@ def _is_language_model(model: str) -> bool:
     if str(model).lower().endswith(".tflite"):
         return False
     return is_llm(resolve_model(model)[1])
+
+
+def _is_spiking_model(model: str) -> bool:
+    from edge.snn import is_spiking_model
+
+    return is_spiking_model(model)
+
+
+def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_dir: str, faults: bool, maps: int,
+                        ber_range: str, bits: str, kind: str, seed: int, as_json: bool) -> None:
+    from edge.report import new_run_folder, write_results
+    from edge.snn import evaluate_spiking_model, format_spiking_results
+
+    results = evaluate_spiking_model(model, data_spec, device=device, runs=runs,
+                                     progress=None if as_json else lambda msg: log.info("%s", msg))
+    if faults:
+        from edge.faults import FaultModel
+        from edge.resilience import parse_ber_range
+        from edge.snn import spiking_resilience
+
+        if device.split(":")[0].split("?")[0] != "cpu":
+            raise EdgeError("fault sweeps of spiking networks run on the cpu target.")
+        results["resilience"] = spiking_resilience(model, data_spec, bers=parse_ber_range(ber_range), maps=maps,
+                                                   seed=seed, fault=FaultModel(kind=kind, bits=bits))
+    folder = new_run_folder(out_dir, "eval")
+    write_results(folder, results)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, default=str))
+        return
+    click.echo(format_spiking_results(results))
+    if "resilience" in results:
+        from edge.snn import format_spiking_resilience
+
+        click.echo("\nfaults in weights and thresholds:\n" + format_spiking_resilience(results["resilience"]))
+    click.echo(f"results: {folder / 'results.json'}")
 
 
 def _eval_language_model(model: str, data_spec: str, device: str, reference: str | None, out_dir: str, faults: bool,

@@ -36,6 +36,10 @@ class OnnxRuntimeSession:
             first = str(exc).strip().splitlines()[0]
             raise EngineError(f"onnxruntime could not run the model: {first}") from None
 
+    def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name for named feeds (multi-input models such as spiking step graphs)."""
+        return dict(zip(self._output_names, self.run(feeds), strict=True))
+
 
 def _create(model: onnx.ModelProto, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
     """Create a session, lowering the IR version stamp if this onnxruntime is older than onnx."""

@@ -8,7 +8,8 @@ from pathlib import Path
 import edge
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LAYER = {"evaluate", "report", "cli", "convert", "demo", "inspection", "models", "deploy", "llm"}
+TOP_LAYER = {"evaluate", "report", "cli", "convert", "demo", "inspection", "models", "deploy", "llm", "snn",
+             "snn_reference"}
 LOWER_FOLDERS = ("converters", "runtimes", "devices")
 
 

@@ -192,7 +192,7 @@ def test_synaptic_operations_follow_neurobench() -> None:
     x = np.array([[[1, 1, 0], [0, 0, 1]]], np.float32)  # step 0: inputs 0, 1; step 1: input 2
     result = simulate(from_nir(graph, dt=DT), x, count_ops=True)
     assert result.synops["fc"] == 1 + 0 + 2  # input 0 has one synapse, input 1 none, input 2 two
-    assert result.dense_ops["fc"] == 2 * 3  # every input active, non-zero weights only, two steps
+    assert result.dense_ops["fc"] == 2 * (2 * 3)  # NeuroBench's dense: every input and weight, two steps
 
 
 def test_nir_round_trip_keeps_the_network(tmp_path) -> None:

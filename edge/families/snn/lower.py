@@ -2,7 +2,8 @@
 
 The step graph takes ``x`` [batch, *input shape] and every state tensor (membrane ``<node>.v``, synaptic current
 ``<node>.i_syn``, delay ring buffer ``<node>.buffer``, recurrent value ``<node>.previous``) and returns ``y``,
-``spikes.<node>`` for each spiking node, and the next states ``<state>.next``; the host loop carries the state.
+``spikes.<node>`` for each spiking node, ``activity.<node>`` (the input each connection node received, from which
+synaptic operations are counted), and the next states ``<state>.next``; the host loop carries the state.
 It uses Gemm/MatMul, Conv, AveragePool, Reshape, Add, Mul, Greater and Where (plus Concat, Slice and ReduceSum
 for delays), all opset 17, and does exactly the float32 arithmetic of :mod:`edge.families.snn.simulate`.
 
@@ -32,6 +33,7 @@ class _Builder:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.out: dict[str, str] = {}
+        self.inputs_of: dict[str, str] = {}
         self._count = 0
 
     def const(self, name: str, value: np.ndarray) -> str:
@@ -64,6 +66,7 @@ class _Builder:
                 self.out[name] = "x"
                 continue
             x = self.gather(name)
+            self.inputs_of[name] = x
             if k in ("identity", "output"):
                 self.out[name] = x
             elif k in ("affine", "linear"):
@@ -175,6 +178,9 @@ class _Builder:
         spiking = [n for n in g.order if g.nodes[n].kind in SPIKING]
         for n in spiking:
             self.op("Identity", [self.out[n]], output=f"spikes.{n}", name=f"{n}/spikes")
+        connections = g.connection_nodes()
+        for n in connections:  # what each connection received: synaptic operations are counted from it
+            self.op("Identity", [self.inputs_of[n]], output=f"activity.{n}", name=f"{n}/activity")
 
         def value(name: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
             return helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *shape])
@@ -182,6 +188,7 @@ class _Builder:
         inputs = [value("x", g.input_shape)] + [value(s.input, s.shape) for s in self.sim.slots]
         outputs = [value("y", self.sim.shapes[g.output_name])]
         outputs += [value(f"spikes.{n}", self.sim.shapes[n]) for n in spiking]
+        outputs += [value(f"activity.{n}", self.sim.shapes[self._source_of(n)]) for n in connections]
         outputs += [value(s.output, s.shape) for s in self.sim.slots]
         model = helper.make_model(helper.make_graph(self.nodes, "snn_step", inputs, outputs, self.inits),
                                   opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edge")

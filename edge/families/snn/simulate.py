@@ -289,13 +289,16 @@ def delay_selector(steps: np.ndarray, depth: int, shape: tuple[int, ...]) -> np.
 
 
 def binary_ops(node: Node, x: np.ndarray) -> tuple[float, float]:
-    """(non-zero input x non-zero weight pairs, pairs with every input non-zero) of one connection node."""
+    """(non-zero input x non-zero weight pairs, every input x every weight pairs) of one connection node.
+
+    The second is NeuroBench's dense count: all inputs active and no weight sparsity.
+    """
     w = (np.asarray(node.params["weight"]) != 0).astype(np.float32)
     nz = (x != 0).astype(np.float32)
-    ones = np.ones_like(nz)
+    ones, every = np.ones_like(nz[:1]), np.ones_like(w)
     if node.kind in ("affine", "linear"):
-        return float((nz @ w.T).sum()), float((ones @ w.T).sum())
-    return float(convolve(node, nz, w).sum()), float(convolve(node, ones, w).sum())
+        return float((nz @ w.T).sum()), float((ones @ every.T).sum()) * len(nz)
+    return float(convolve(node, nz, w).sum()), float(convolve(node, ones, every).sum()) * len(nz)
 
 
 def simulate(graph: SpikingGraph, x: np.ndarray, *, count_ops: bool = False) -> Simulation:

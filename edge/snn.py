@@ -1,0 +1,200 @@
+"""Spiking networks end to end: import NIR, evaluate on a target (accuracy, spike rates, SynOps, energy estimate,
+latency per time step), and report.
+
+A spiking artifact is the stateful step graph (see :mod:`edge.families.snn.lower`); the host loop carries the
+state, so the same file runs on ``cpu`` (ONNX Runtime, or LiteRT for .tflite), ``gpu``, ``mcu:tflm`` and
+``npu:...`` (both through its TFLite export, batch 1). A plain NIR file from snnTorch, Norse, Sinabs, Rockpool
+or Spyx works wherever an artifact does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.artifact import Artifact
+from edge.errors import DataError, EngineError
+from edge.families.snn.export import export_snn, is_snn
+from edge.families.snn.runner import run_sequence, scores, spike_rates, synaptic_operations
+from edge.metrics import wilson_interval
+from edge.tflite_model import TfliteModel
+
+SNN_DEVICES = ("cpu", "gpu", "mcu", "npu")
+#: time steps a NIR file (which has none) is given until the data say otherwise
+DEFAULT_TIME_STEPS = 100
+
+
+def import_nir_file(path: str | Path, *, dt: float | None = None, time_steps: int = DEFAULT_TIME_STEPS,
+                    labels: list[str] | None = None) -> Artifact:
+    """The artifact of a NIR file (discretised with ``dt``, its metadata's ``dt``, or snnTorch's 1e-4 s)."""
+    from converters.nir_import import read_nir
+
+    graph = read_nir(path, dt=dt)
+    return export_snn(graph, time_steps=time_steps, labels=labels, params={"file": Path(path).name, "dt": graph.dt})
+
+
+def load_spiking_model(model: str | Path) -> tuple[Path | None, Artifact | TfliteModel]:
+    """(path, model) of a spiking artifact, its TFLite export, a zoo name or a plain NIR file."""
+    from edge.deploy import load_model
+
+    text = str(model)
+    if text.lower().endswith(".nir"):
+        return Path(text), import_nir_file(text)
+    path, loaded = load_model(model)
+    if not is_snn(loaded):
+        raise DataError("this model is not a spiking network (a NIR file, or an ONNX/TFLite step graph of family "
+                        "snn written by the toolkit).", where=text)
+    return path, loaded
+
+
+def is_spiking_model(model: str | Path) -> bool:
+    """True when MODEL names a spiking network (NIR file, or our snn ONNX/TFLite)."""
+    text = str(model)
+    if text.lower().endswith(".nir"):
+        return True
+    try:
+        from edge.deploy import load_model
+
+        return is_snn(load_model(model)[1])
+    except Exception:  # noqa: BLE001 - whatever cannot be read is not a spiking network; the caller reports it
+        return False
+
+
+def open_target(model: Artifact | TfliteModel, device: str) -> tuple[Any, int]:
+    """(deployed target, batch size per call): ONNX on cpu/gpu, a float-I/O TFLite export on mcu/npu."""
+    from edge.deploy import deploy
+
+    name = device.split(":")[0].split("?")[0]
+    if name not in SNN_DEVICES:
+        raise EngineError(f"spiking networks run on the {', '.join(SNN_DEVICES)} targets (the host carries the state "
+                          f"between steps); '{device}' is not one of them.")
+    if name in ("mcu", "npu") and isinstance(model, Artifact):
+        from converters.tflite import export_tflite
+
+        model = TfliteModel.from_bytes(export_tflite(model, io="float32"), where=f"step graph (exported for {device})")
+    target, _, _ = deploy(model, device)
+    return target, (64 if name in ("cpu", "gpu") and isinstance(model, Artifact) else 1)
+
+
+def step_latency(target: Any, meta: Any, runs: int, device: str) -> dict[str, Any]:
+    """Seconds per time step at batch 1: timed on the host, or Vela's estimate for an NPU."""
+    if device.startswith("npu"):
+        seconds = target.info().get("latency_s")
+        return {"median_us": None if seconds is None else seconds * 1e6, "source": target.latency_source}
+    from devices.base import time_calls
+
+    shape = next(s.shape for s in meta.inputs if s.name == "x")[1:]
+    feeds = {"x": np.zeros((1, *shape), np.float32)}
+    feeds.update({s["input"]: np.zeros((1, *s["shape"]), np.float32) for s in meta.task["state"]})
+    times = time_calls(lambda: target.run_named(feeds), runs, max(5, runs // 10))
+    return {"median_us": float(np.median(times) * 1e6), "p95_us": float(np.percentile(times, 95) * 1e6),
+            "runs": runs, "source": getattr(target, "latency_source", "host wall clock")}
+
+
+def evaluate_spiking_model(model: str | Path, data_spec: str, *, device: str = "cpu", runs: int = 200,
+                           limit: int | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Accuracy (95 % CI), spike rate per layer, synaptic operations, dense MACs, energy estimate and latency per
+    time step of a spiking network on ``device``."""
+    from edge.data.spiking import describe, load_spike_dataset
+    from edge.evaluate import environment
+
+    say = progress or (lambda _msg: None)
+    path, loaded = load_spiking_model(model)
+    meta = loaded.meta
+    dataset = load_spike_dataset(data_spec, meta)
+    if limit:
+        dataset.x, dataset.y = dataset.x[:limit], None if dataset.y is None else dataset.y[:limit]
+    target, batch = open_target(loaded, device)
+    try:
+        say(f"{len(dataset)} samples x {dataset.x.shape[1]} steps on {device}")
+        recording = run_sequence(target.run_named, meta, dataset.x, batch=batch)
+        say("latency per step")
+        latency = step_latency(target, meta, runs, device)
+        engine = target.info().get("engine", "")
+    finally:
+        target.close()
+    predicted = scores(recording).argmax(axis=1)
+    metrics: dict[str, Any] = {"spike_rates": spike_rates(recording), "operations": synaptic_operations(recording, meta),
+                               "latency_per_step": latency}
+    if dataset.y is not None:
+        correct = int((predicted == dataset.y).sum())
+        low, high = wilson_interval(correct, len(dataset.y))
+        metrics["accuracy"] = {"value": correct / len(dataset.y), "ci95": [low, high], "n": len(dataset.y)}
+    state_bytes = 4 * sum(int(np.prod(s["shape"])) for s in meta.task["state"])
+    return {
+        "kind": "spiking-network", "model": str(path or model), "sha256": loaded.sha256,
+        "device": {"spec": device, "engine": engine},
+        "data": describe(dataset),
+        "model_info": {"time_steps": int(dataset.x.shape[1]), "dt": meta.task.get("dt"),
+                       "neurons": meta.task.get("neurons"), "parameters": meta.task.get("parameters"),
+                       "state_bytes": state_bytes, "model_bytes": len(loaded.to_bytes()),
+                       "precision": meta.task.get("precision"), "passes": [p.name for p in meta.provenance]},
+        "predictions": predicted.tolist(),
+        "metrics": metrics,
+        "environment": environment(),
+    }
+
+
+def format_spiking_results(results: dict[str, Any]) -> str:
+    """A readable summary of :func:`evaluate_spiking_model` results."""
+    m, info, data = results["metrics"], results["model_info"], results["data"]
+    ops = m["operations"]
+    lines = [f"{Path(results['model']).name} on {results['device']['spec']} — {data['samples']} samples x "
+             f"{data['time_steps']} steps ({data['spec']}), input rate {100 * data['input_rate']:.2f} %"]
+    if "accuracy" in m:
+        acc = m["accuracy"]
+        lines.append(f"  accuracy          {100 * acc['value']:.1f} %  (95 % CI {100 * acc['ci95'][0]:.1f}-"
+                     f"{100 * acc['ci95'][1]:.1f}, n={acc['n']})")
+    lines.append("  spike rate        " + ", ".join(
+        f"{name} {100 * r['rate']:.2f} % ({r['spikes_per_sample']:.0f}/sample, {r['neurons']} neurons)"
+        for name, r in m["spike_rates"].items()))
+    lines.append(f"  SynOps            {ops['synops_per_sample']:,.0f} per sample ({ops['effective_acs']:,.0f} ACs from "
+                 f"spikes, {ops['effective_macs']:,.0f} MACs from real-valued inputs)")
+    lines.append(f"  dense equivalent  {ops['dense_macs']:,.0f} MACs per sample "
+                 f"(SynOps {100 * ops['synops_per_sample'] / max(ops['dense_macs'], 1):.1f} % of dense)")
+    energy = ops["energy"]
+    lines.append(f"  energy (estimate) {energy['snn_nj']:,.1f} nJ per sample vs {energy['dense_ann_nj']:,.1f} nJ for the "
+                 f"dense network ({energy['source']})")
+    lat = m["latency_per_step"]
+    if lat.get("median_us") is not None:
+        extra = f", p95 {lat['p95_us']:.1f} µs" if "p95_us" in lat else ""
+        lines.append(f"  latency per step  {lat['median_us']:.1f} µs{extra} ({lat['source']})")
+    lines.append(f"  model             {info['neurons']} neurons, {info['parameters']:,} parameters, state "
+                 f"{info['state_bytes']:,} B, file {info['model_bytes']:,} B, dt {info['dt']:g} s")
+    return "\n".join(lines)
+
+
+def spiking_resilience(model: str | Path, data_spec: str, *, bers: list[float], maps: int, seed: int = 0,
+                       fault: Any = None, limit: int = 256,
+                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Accuracy and spike rate of an ONNX spiking network under faults in weights and thresholds, per BER
+    (the first ``limit`` labelled samples of the data, every map on the same samples)."""
+    from edge.data.spiking import load_spike_dataset
+    from edge.families.snn.resilience import spike_fault_curve
+
+    path, loaded = load_spiking_model(model)
+    if not isinstance(loaded, Artifact):
+        raise EngineError("fault sweeps of spiking networks run on the ONNX step graph; give the .onnx file.")
+    dataset = load_spike_dataset(data_spec, loaded.meta)
+    if dataset.y is None:
+        raise DataError("a fault sweep needs labelled data.", where=data_spec)
+    curve = spike_fault_curve(loaded.model, dataset.x[:limit], dataset.y[:limit], bers=bers, maps=maps, seed=seed,
+                              fault=fault, progress=progress)
+    return {"kind": "spiking-resilience", "model": str(path or model), "data": data_spec, **curve}
+
+
+def format_spiking_resilience(doc: dict[str, Any]) -> str:
+    """Accuracy, agreement with the fault-free network and spike rate per BER."""
+    lines = [f"clean: accuracy {100 * doc['clean_accuracy']:.1f} %, spike rate {100 * doc['clean_spike_rate']:.2f} % "
+             f"({doc['samples']} samples, {len(doc['targets'])} tensors, {doc['stored_bits']:,} stored bits)",
+             f"{'BER':>8}  {'flips':>7}  {'accuracy':>9}  {'p10':>6}  {'agree':>6}  {'spike rate':>10}"]
+    for p in doc["points"]:
+        lines.append(f"{p['ber']:>8.0e}  {p['mean_flips']:>7.1f}  {100 * p['accuracy_mean']:>8.1f}%  "
+                     f"{100 * p['accuracy_p10']:>5.1f}%  {100 * p['agreement_mean']:>5.1f}%  "
+                     f"{100 * p['spike_rate_mean']:>9.2f}%")
+    lines.append(f"mean over {doc['maps']} seeded maps per BER (faults in connection weights and firing thresholds); "
+                 "p10 = 10th percentile of accuracy over maps; agree = same prediction as the fault-free network")
+    return "\n".join(lines)

@@ -316,7 +316,7 @@ def _is_language_model(model: str) -> bool:
     from edge.families.llm.export import is_llm
     from edge.models import resolve_model
 
-    if str(model).lower().endswith(".tflite"):
+    if str(model).lower().endswith((".tflite", ".nir")):
         return False
     return is_llm(resolve_model(model)[1])
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
 from edge.families.llm.export import is_llm
+from edge.families.snn.export import is_snn
 from edge.families.llm.runner import CacheLayout, weight_macs_per_token
 from edge.models import resolve_model
 from edge.summary import summarize
@@ -14,7 +16,12 @@ from edge.summary import summarize
 
 def describe(model: str | Path) -> dict[str, Any]:
     """Everything known about a model file or zoo name, as a JSON-ready dict."""
-    path, artifact = resolve_model(model)
+    if str(model).lower().endswith(".nir"):
+        from edge.snn import import_nir_file
+
+        path, artifact = Path(model), import_nir_file(model)
+    else:
+        path, artifact = resolve_model(model)
     data = artifact.to_bytes()
     summary = summarize(artifact.model, file_bytes=path.stat().st_size if path else len(data))
     meta = dataclasses.asdict(artifact.meta)
@@ -24,10 +31,17 @@ def describe(model: str | Path) -> dict[str, Any]:
         extra["language_model"] = {"cached_layers": layout.layers, "kv_cache_bytes_per_token": layout.bytes_per_token(),
                                    "weight_macs_per_token": weight_macs_per_token(artifact.model),
                                    "vocab_size": layout.vocab_size}
+    if is_snn(artifact):
+        task = artifact.meta.task
+        extra["spiking_network"] = {
+            "time_steps": task["time_steps"], "dt": task["dt"], "neurons": task["neurons"],
+            "spiking_nodes": task["spiking"], "state_tensors": len(task["state"]),
+            "state_bytes": 4 * sum(int(math.prod(s["shape"])) for s in task["state"]),
+            "dense_macs_per_step": summary.macs, "precision": task.get("precision")}
     return {**extra,
         "path": str(path) if path else str(model),
         "sha256": artifact.sha256,
-        "has_edge_metadata": any(p.key == "edge" for p in artifact.model.metadata_props),
+        "has_edge_metadata": any(p.key == "edge" for p in artifact.model.metadata_props) or is_snn(artifact),
         "opset": {o.domain or "ai.onnx": o.version for o in artifact.model.opset_import},
         "producer": f"{artifact.model.producer_name} {artifact.model.producer_version}".strip(),
         "summary": summary.to_dict(),
@@ -43,8 +57,12 @@ def format_description(description: dict[str, Any]) -> str:
     if not description["has_edge_metadata"]:
         lines.append("metadata   none (plain ONNX); specs read from the graph")
     lines.append(f"family     {meta['family']}  task {meta['task'].get('kind', meta['task'].get('type', '-'))}")
+    snn = description.get("spiking_network")
     for kind in ("inputs", "outputs"):
         for spec in meta[kind]:
+            if snn and (spec["name"].endswith(".next") or kind == "inputs" and spec["name"] != "x"
+                        or spec["name"].startswith("activity.")):
+                continue  # states and recorded activity are summarised below
             layout = f"  layout {spec['layout']}" if spec.get("layout") else ""
             lines.append(f"{kind[:-1]:<10} {spec['name']}  {spec['dtype']}{list(spec['shape'])}{layout}")
     pre = meta["preprocessing"]
@@ -70,6 +88,15 @@ def format_description(description: dict[str, Any]) -> str:
                      "over the cache comes on top)")
         lines.append(f"KV cache   {len(lm['cached_layers'])} layers, {lm['kv_cache_bytes_per_token'] / 1024:.2f} "
                      f"KiB per token; vocabulary {lm['vocab_size']}")
+    elif snn:
+        lines.append(f"spiking    {snn['neurons']:,} neurons in {', '.join(snn['spiking_nodes'])}; {snn['time_steps']} "
+                     f"steps of {snn['dt']:g} s per sample")
+        lines.append(f"state      {snn['state_tensors']} tensors, {snn['state_bytes']:,} bytes (float32) carried between "
+                     "steps by the host")
+        lines.append(f"MACs       {snn['dense_macs_per_step'] / 1e6:.3f} M per step if dense; spikes make it "
+                     "accumulates of the active inputs only (edge eval counts them)")
+        if snn.get("precision"):
+            lines.append("precision  " + ", ".join(f"{k} {v}" for k, v in snn["precision"].items()))
     else:
         lines.append(f"MACs       {summary['macs'] / 1e6:.2f} M per inference (batch 1)")
     lines.append("provenance " + ("-" if not meta["provenance"] else ""))

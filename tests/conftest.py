@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nir
 import numpy as np
 import onnx
 import pytest
@@ -176,3 +177,90 @@ def tiny_llm_windows(tiny_llm, shakespeare_text) -> tuple[np.ndarray, np.ndarray
     train_text, val_text = split_text(shakespeare_text)
     return (text_windows(tokenizer.encode(train_text[:100_000]), 64, limit=32),
             text_windows(tokenizer.encode(val_text), 64, limit=48))
+
+
+# -- spiking networks: NIR test graphs (built for a 1 ms time step), one of each shape the issue names --------------
+NIR_DT = 1e-3
+
+
+def _lif(n: int, tau: float = 20e-3, threshold: float = 1.0, leak: float = 0.0) -> nir.LIF:
+    return nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / NIR_DT), v_leak=np.full(n, leak),
+                   v_threshold=np.full(n, threshold), v_reset=np.zeros(n))
+
+
+def _cubalif(n: int) -> nir.CubaLIF:
+    return nir.CubaLIF(tau_syn=np.full(n, 5e-3), tau_mem=np.full(n, 20e-3), r=np.full(n, 20e-3 / NIR_DT),
+                       v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n), w_in=np.full(n, 5e-3 / NIR_DT))
+
+
+def feedforward_lif(rng: np.random.Generator) -> nir.NIRGraph:
+    return nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([16])}),
+        "fc1": nir.Affine(weight=rng.normal(0, 0.5, (32, 16)).astype(np.float32),
+                          bias=rng.normal(0, 0.1, 32).astype(np.float32)),
+        "lif1": _lif(32),
+        "fc2": nir.Linear(weight=rng.normal(0, 0.5, (4, 32)).astype(np.float32)),
+        "lif2": _lif(4, tau=10e-3, leak=0.05),
+        "output": nir.Output(output_type={"output": np.array([4])})},
+        edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "output")])
+
+
+def conv_if_sumpool(rng: np.random.Generator) -> nir.NIRGraph:
+    def dyadic(shape: tuple[int, ...], scale: float) -> np.ndarray:  # exact sums in any order
+        return (np.round(rng.normal(0, scale, shape) * 64) / 64).astype(np.float32)
+
+    return nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([2, 12, 12])}),
+        "conv": nir.Conv2d(input_shape=(12, 12), weight=dyadic((4, 2, 3, 3), 0.6), stride=1, padding=1,
+                           dilation=1, groups=1, bias=dyadic((4,), 0.1)),
+        "if1": nir.IF(r=np.full((4, 12, 12), 1 / NIR_DT), v_threshold=np.ones((4, 12, 12)),
+                      v_reset=np.zeros((4, 12, 12))),
+        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([4, 6, 6])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(weight=dyadic((10, 144), 0.3), bias=np.zeros(10, np.float32)),
+        "if2": nir.IF(r=np.full(10, 1 / NIR_DT), v_threshold=np.full(10, 2.0), v_reset=np.zeros(10)),
+        "output": nir.Output(output_type={"output": np.array([10])})},
+        edges=[("input", "conv"), ("conv", "if1"), ("if1", "pool"), ("pool", "flat"), ("flat", "fc"),
+               ("fc", "if2"), ("if2", "output")])
+
+
+def recurrent_cubalif(rng: np.random.Generator) -> nir.NIRGraph:
+    """snnTorch's RSynaptic export: a subgraph Input -> CubaLIF <-> Linear -> Output."""
+    rnn = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([24])}),
+        "lif": _cubalif(24),
+        "w_rec": nir.Linear(weight=rng.normal(0, 0.3, (24, 24)).astype(np.float32)),
+        "output": nir.Output(output_type={"output": np.array([24])})},
+        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
+    return nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([8])}),
+        "fc1": nir.Affine(weight=rng.normal(0, 1.0, (24, 8)).astype(np.float32), bias=np.zeros(24, np.float32)),
+        "rnn": rnn,
+        "fc2": nir.Linear(weight=rng.normal(0, 0.5, (3, 24)).astype(np.float32)),
+        "li": nir.LI(tau=np.full(3, 10e-3), r=np.full(3, 10e-3 / NIR_DT), v_leak=np.zeros(3)),
+        "output": nir.Output(output_type={"output": np.array([3])})},
+        edges=[("input", "fc1"), ("fc1", "rnn"), ("rnn", "fc2"), ("fc2", "li"), ("li", "output")])
+
+
+def with_delay(rng: np.random.Generator) -> nir.NIRGraph:
+    delays = rng.integers(0, 6, 12) * NIR_DT
+    return nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([6])}),
+        "fc1": nir.Linear(weight=rng.normal(0, 1.0, (12, 6)).astype(np.float32)),
+        "delay": nir.Delay(delay=delays),
+        "scale": nir.Scale(scale=np.full(12, 0.75)),
+        "lif": _lif(12),
+        "fc2": nir.Affine(weight=rng.normal(0, 0.8, (5, 12)).astype(np.float32), bias=np.zeros(5, np.float32)),
+        "integrator": nir.I(r=np.full(5, 0.5 / NIR_DT)),
+        "threshold": nir.Threshold(threshold=np.full(5, 1.0)),
+        "output": nir.Output(output_type={"output": np.array([5])})},
+        edges=[("input", "fc1"), ("fc1", "delay"), ("delay", "scale"), ("scale", "lif"), ("lif", "fc2"),
+               ("fc2", "integrator"), ("integrator", "threshold"), ("threshold", "output")])
+
+
+@pytest.fixture(scope="session")
+def nir_graphs() -> dict:
+    """Builders (rng -> nir.NIRGraph) of a feed-forward LIF net, a conv IF net with sum pooling, a recurrent
+    CubaLIF net (snnTorch's RSynaptic subgraph) and a net with Delay, Scale, I and Threshold nodes."""
+    return {"feedforward-lif": feedforward_lif, "conv-if-sumpool": conv_if_sumpool,
+            "recurrent-cubalif": recurrent_cubalif, "delay": with_delay}

@@ -235,6 +235,7 @@ def events_to_frames(
         duration_us = int(t.max()) + 1 if t.size else 1
     if duration_us <= 0:
         raise DataError(f"duration_us must be positive, got {duration_us}.")
+    duration_us = int(np.ceil(duration_us))
     x, y = np.asarray(events["x"], dtype=np.int64), np.asarray(events["y"], dtype=np.int64)
     p = np.asarray(events["p"], dtype=np.int64) if polarities > 1 else np.zeros_like(t)
     for name, values, size in (("x", x, width), ("y", y, height), ("p", p, polarities)):

@@ -90,10 +90,10 @@ def _nmnist(path: Path, params: dict[str, str], shape: tuple[int, ...], steps: i
     unknown = sorted(set(params) - {"split", "limit", "duration_ms"})
     if unknown:
         raise DataError(f"N-MNIST data take split, limit and duration_ms; not {unknown[0]!r}.", where=str(path))
-    if len(shape) != 3:
-        raise DataError(f"N-MNIST frames are (polarity, height, width); the model's input is {shape}.", where=str(path))
+    if shape != (2, 34, 34):
+        raise DataError(f"N-MNIST frames are (2 polarities, 34, 34); the model's input is {shape}.", where=str(path))
     events, labels = load_nmnist(path, split=params.get("split", "Test"), limit=_limit(params))
-    duration = _number(params, "duration_ms", 300.0) * 1000
+    duration = round(_number(params, "duration_ms", 300.0) * 1000)
     x = np.stack([events_to_frames(e, shape, time_steps=steps or 30, duration_us=duration, binary=True)
                   for e in events])
     return Dataset(str(path), x, labels)

@@ -13,87 +13,9 @@ from edge.families.snn.graph import discretise
 from edge.families.snn.lower import scan_model, state_names, step_model
 from edge.families.snn.simulate import Simulator, simulate
 
-DT = 1e-3
+DT = 1e-3  # the time step the NIR test networks of conftest.py are built for
 STEPS = 100
-
-
-def _lif(n: int, tau: float = 20e-3, threshold: float = 1.0, leak: float = 0.0) -> nir.LIF:
-    return nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / DT), v_leak=np.full(n, leak),
-                   v_threshold=np.full(n, threshold), v_reset=np.zeros(n))
-
-
-def _cubalif(n: int) -> nir.CubaLIF:
-    return nir.CubaLIF(tau_syn=np.full(n, 5e-3), tau_mem=np.full(n, 20e-3), r=np.full(n, 20e-3 / DT),
-                       v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n), w_in=np.full(n, 5e-3 / DT))
-
-
-def feedforward_lif(rng: np.random.Generator) -> nir.NIRGraph:
-    return nir.NIRGraph(nodes={
-        "input": nir.Input(input_type={"input": np.array([16])}),
-        "fc1": nir.Affine(weight=rng.normal(0, 0.5, (32, 16)).astype(np.float32),
-                          bias=rng.normal(0, 0.1, 32).astype(np.float32)),
-        "lif1": _lif(32),
-        "fc2": nir.Linear(weight=rng.normal(0, 0.5, (4, 32)).astype(np.float32)),
-        "lif2": _lif(4, tau=10e-3, leak=0.05),
-        "output": nir.Output(output_type={"output": np.array([4])})},
-        edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "output")])
-
-
-def conv_if_sumpool(rng: np.random.Generator) -> nir.NIRGraph:
-    def dyadic(shape: tuple[int, ...], scale: float) -> np.ndarray:  # exact sums in any order
-        return (np.round(rng.normal(0, scale, shape) * 64) / 64).astype(np.float32)
-
-    return nir.NIRGraph(nodes={
-        "input": nir.Input(input_type={"input": np.array([2, 12, 12])}),
-        "conv": nir.Conv2d(input_shape=(12, 12), weight=dyadic((4, 2, 3, 3), 0.6), stride=1, padding=1,
-                           dilation=1, groups=1, bias=dyadic((4,), 0.1)),
-        "if1": nir.IF(r=np.full((4, 12, 12), 1 / DT), v_threshold=np.ones((4, 12, 12)),
-                      v_reset=np.zeros((4, 12, 12))),
-        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
-        "flat": nir.Flatten(input_type={"input": np.array([4, 6, 6])}, start_dim=0, end_dim=-1),
-        "fc": nir.Affine(weight=dyadic((10, 144), 0.3), bias=np.zeros(10, np.float32)),
-        "if2": nir.IF(r=np.full(10, 1 / DT), v_threshold=np.full(10, 2.0), v_reset=np.zeros(10)),
-        "output": nir.Output(output_type={"output": np.array([10])})},
-        edges=[("input", "conv"), ("conv", "if1"), ("if1", "pool"), ("pool", "flat"), ("flat", "fc"),
-               ("fc", "if2"), ("if2", "output")])
-
-
-def recurrent_cubalif(rng: np.random.Generator) -> nir.NIRGraph:
-    """snnTorch's RSynaptic export: a subgraph Input -> CubaLIF <-> Linear -> Output."""
-    rnn = nir.NIRGraph(nodes={
-        "input": nir.Input(input_type={"input": np.array([24])}),
-        "lif": _cubalif(24),
-        "w_rec": nir.Linear(weight=rng.normal(0, 0.3, (24, 24)).astype(np.float32)),
-        "output": nir.Output(output_type={"output": np.array([24])})},
-        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
-    return nir.NIRGraph(nodes={
-        "input": nir.Input(input_type={"input": np.array([8])}),
-        "fc1": nir.Affine(weight=rng.normal(0, 1.0, (24, 8)).astype(np.float32), bias=np.zeros(24, np.float32)),
-        "rnn": rnn,
-        "fc2": nir.Linear(weight=rng.normal(0, 0.5, (3, 24)).astype(np.float32)),
-        "li": nir.LI(tau=np.full(3, 10e-3), r=np.full(3, 10e-3 / DT), v_leak=np.zeros(3)),
-        "output": nir.Output(output_type={"output": np.array([3])})},
-        edges=[("input", "fc1"), ("fc1", "rnn"), ("rnn", "fc2"), ("fc2", "li"), ("li", "output")])
-
-
-def with_delay(rng: np.random.Generator) -> nir.NIRGraph:
-    delays = rng.integers(0, 6, 12) * DT
-    return nir.NIRGraph(nodes={
-        "input": nir.Input(input_type={"input": np.array([6])}),
-        "fc1": nir.Linear(weight=rng.normal(0, 1.0, (12, 6)).astype(np.float32)),
-        "delay": nir.Delay(delay=delays),
-        "scale": nir.Scale(scale=np.full(12, 0.75)),
-        "lif": _lif(12),
-        "fc2": nir.Affine(weight=rng.normal(0, 0.8, (5, 12)).astype(np.float32), bias=np.zeros(5, np.float32)),
-        "integrator": nir.I(r=np.full(5, 0.5 / DT)),
-        "threshold": nir.Threshold(threshold=np.full(5, 1.0)),
-        "output": nir.Output(output_type={"output": np.array([5])})},
-        edges=[("input", "fc1"), ("fc1", "delay"), ("delay", "scale"), ("scale", "lif"), ("lif", "fc2"),
-               ("fc2", "integrator"), ("integrator", "threshold"), ("threshold", "output")])
-
-
-GRAPHS = {"feedforward-lif": feedforward_lif, "conv-if-sumpool": conv_if_sumpool,
-          "recurrent-cubalif": recurrent_cubalif, "delay": with_delay}
+GRAPH_NAMES = ("conv-if-sumpool", "delay", "feedforward-lif", "recurrent-cubalif")
 
 
 def _spikes(rng: np.random.Generator, shape: tuple[int, ...], rate: float = 0.2) -> np.ndarray:
@@ -115,11 +37,11 @@ def run_step_graph(model, x: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.stack(v, axis=1) for k, v in per_step.items()}
 
 
-@pytest.mark.parametrize("name", sorted(GRAPHS))
-def test_step_graph_and_scan_match_the_reference_spike_for_spike(name: str, tmp_path) -> None:
+@pytest.mark.parametrize("name", GRAPH_NAMES)
+def test_step_graph_and_scan_match_the_reference_spike_for_spike(name: str, nir_graphs, tmp_path) -> None:
     rng = np.random.default_rng(1)
     path = tmp_path / f"{name}.nir"
-    nir.write(str(path), GRAPHS[name](rng))
+    nir.write(str(path), nir_graphs[name](rng))
     graph = read_nir(path, dt=DT)
     x = _spikes(rng, graph.input_shape)
     reference = simulate(graph, x)
@@ -137,17 +59,17 @@ def test_step_graph_and_scan_match_the_reference_spike_for_spike(name: str, tmp_
         np.testing.assert_array_equal(outputs[f"spikes.{node}"], spikes, err_msg=node)
 
 
-def test_recurrent_subgraph_is_flattened_with_a_previous_step_state() -> None:
-    graph = from_nir(recurrent_cubalif(np.random.default_rng(0)), dt=DT)
+def test_recurrent_subgraph_is_flattened_with_a_previous_step_state(nir_graphs) -> None:
+    graph = from_nir(nir_graphs["recurrent-cubalif"](np.random.default_rng(0)), dt=DT)
     assert ("rnn.w_rec", "rnn.lif") in graph.back_edges
     slots = {s.input for s in Simulator(graph).slots}
     assert slots == {"rnn.lif.i_syn", "rnn.lif.v", "li.v", "rnn.w_rec.previous"}
 
 
-def test_recurrence_feeds_the_previous_step() -> None:
+def test_recurrence_feeds_the_previous_step(nir_graphs) -> None:
     """Step 1 sees only the input; the recurrent term arrives one step later, as in snnTorch's RSynaptic."""
     rng = np.random.default_rng(0)
-    graph = from_nir(recurrent_cubalif(rng), dt=DT)
+    graph = from_nir(nir_graphs["recurrent-cubalif"](rng), dt=DT)
     sim = Simulator(graph)
     x = np.ones((1, 8), np.float32)
     outputs, state = sim.step(x, sim.initial_state(1))
@@ -195,9 +117,9 @@ def test_synaptic_operations_follow_neurobench() -> None:
     assert result.dense_ops["fc"] == 2 * (2 * 3)  # NeuroBench's dense: every input and weight, two steps
 
 
-def test_nir_round_trip_keeps_the_network(tmp_path) -> None:
+def test_nir_round_trip_keeps_the_network(nir_graphs, tmp_path) -> None:
     rng = np.random.default_rng(3)
-    graph = from_nir(recurrent_cubalif(rng), dt=DT)
+    graph = from_nir(nir_graphs["recurrent-cubalif"](rng), dt=DT)
     write_nir(graph, tmp_path / "net.nir")
     again = read_nir(tmp_path / "net.nir")
     assert again.dt == DT

@@ -17,7 +17,15 @@ The rewrite, node by node in the ONNX graph's (topological) order:
   with unchanged quantization, is fused (``fused_activation_function = RELU``), otherwise ``RELU``.
 * Nodes the quantizer left in float (between a ``DequantizeLinear`` and a ``QuantizeLinear``) are
   lowered as float TFLite ops with ``DEQUANTIZE``/``QUANTIZE`` around them, which is what the ONNX
-  graph computes; a fully int8 file needs the quantizer run without float exclusions.
+  graph computes; a fully int8 file needs the quantizer run without float exclusions. A graph without any
+  QDQ (a float model) is lowered entirely in float.
+* Spiking step graphs (``edge.families.snn``): every input and output keeps its ONNX name (state in and
+  ``<state>.next`` out, ``spikes.*``, ``activity.*``). ``Greater`` -> ``GREATER`` (a bool tensor), ``Where``
+  -> ``SELECT_V2`` (constants broadcast at the output's rank), ``Identity`` -> nothing (an alias); a graph
+  output that aliases an input or another output gets its own tensor through a ``RESHAPE`` to its own shape
+  (a copy every runtime accepts). Delay lines: ``Unsqueeze`` -> ``RESHAPE``, ``Concat`` -> ``CONCATENATION``,
+  ``Slice`` -> ``STRIDED_SLICE``, ``ReduceSum`` -> ``SUM``. These ops run in float; none may touch the
+  batch axis.
 
 Preconditions: static shapes apart from a symbolic batch dimension (the file is written for batch 1,
 with shape_signature -1 so LiteRT can resize it), int8 QDQ as written by ``QuantizeInt8``. Any node
@@ -66,6 +74,13 @@ SUPPORTED_OPS = {
     "Elu": "ELU (alpha = 1; int8 as a lookup table, which Vela also maps to the NPU)",
     "Add": "ADD",
     "Mul": "MUL",
+    "Greater": "GREATER (float operands, bool result)",
+    "Where": "SELECT_V2 (float values; constants broadcast at the output's rank)",
+    "Identity": "nothing (an alias); RESHAPE copy when a graph output would share a tensor",
+    "Unsqueeze": "RESHAPE (float; not on the batch axis)",
+    "Concat": "CONCATENATION (float; not on the batch axis)",
+    "Slice": "STRIDED_SLICE (float; positive steps; not on the batch axis)",
+    "ReduceSum": "SUM (float; constant axes, not the batch axis)",
 }
 
 _NHWC = (0, 2, 3, 1)
@@ -86,7 +101,7 @@ class _Value:
 
     tensor: int
     shape: tuple[int, ...]  # ONNX (NCHW) shape, batch 1
-    dtype: str  # "int8" or "float32"
+    dtype: str  # "int8", "float32" or "bool"
     layout: str = "plain"  # "nchw" (4-D, ONNX order), "nhwc" (4-D, TFLite order), "flat_hwc", "plain"
     scale: float | None = None
     zero_point: int | None = None
@@ -124,6 +139,7 @@ class _Exporter:
         self.opcodes: list[Any] = []
         self.opcode_index: dict[int, int] = {}
         self.readers: dict[int, int] = {}  # tensor -> how many operators read it
+        self.constants: dict[tuple[str, int, str], int] = {}  # (initializer, rank, layout) -> float tensor
 
     # -- errors -----------------------------------------------------------------------------------
     def _fail(self, node: onnx.NodeProto, why: str) -> PassError:
@@ -139,7 +155,7 @@ class _Exporter:
         if signature is not None:
             t.shapeSignature = [int(d) for d in signature]
         t.type = {"float32": self.s.TensorType.FLOAT32, "int8": self.s.TensorType.INT8,
-                  "int32": self.s.TensorType.INT32}[dtype]
+                  "int32": self.s.TensorType.INT32, "bool": self.s.TensorType.BOOL}[dtype]
         if data is not None:
             buffer = self.s.BufferT()
             buffer.data = np.ascontiguousarray(data, dtype=np.dtype(dtype)).tobytes()
@@ -331,10 +347,12 @@ class _Exporter:
                 raise PassError(f"{node.op_type} node '{node.name}' cannot be lowered to TFLite yet; "
                                 f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}.")
             handler(node)
-        outputs = [self._graph_output(o) for o in graph.output]
+        outputs: list[int] = []
+        for spec in graph.output:
+            outputs.append(self._graph_output(spec, taken=set(inputs) | set(outputs)))
         return self._serialise(inputs, outputs)
 
-    def _graph_output(self, spec: onnx.ValueInfoProto) -> int:
+    def _graph_output(self, spec: onnx.ValueInfoProto, taken: set[int]) -> int:
         if spec.name not in self.values:
             raise PassError(f"the model output '{spec.name}' was not produced by any lowered node.")
         value = self._as(self.values[spec.name], "nchw")
@@ -343,9 +361,16 @@ class _Exporter:
                 raise PassError(f"int8 I/O needs the model output '{spec.name}' to come from a DequantizeLinear; "
                                 f"it is computed in float. Export with io='float32'.")
             self._note_int8_io(self.meta.outputs, spec.name, value.scale, value.zero_point)
-        else:
+        elif value.dtype == "int8":
             value = self._float(value)
         shape = self.shapes[spec.name]
+        if value.tensor in taken:  # an alias of an input or of another output: it needs a tensor of its own
+            copy = self._like(value, spec.name, value.shape, value.layout)
+            options = self.s.ReshapeOptionsT()
+            options.newShape = [-1, *value.shape[1:]]
+            copy.producer = self._op("RESHAPE", [value.tensor, self._const_i32(options.newShape)], [copy.tensor],
+                                     options)
+            value = copy
         signature = tuple(-1 if i == 0 and spec.name in self.symbolic_batch else d for i, d in enumerate(shape))
         tensor = self.tensors[value.tensor]
         tensor.name = spec.name
@@ -561,8 +586,8 @@ class _Exporter:
 
     def _reshape(self, node: onnx.NodeProto, x: _Value, shape: tuple[int, ...], layout: str) -> None:
         out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
-        if x.dtype == "int8" and out_q is None:
-            raise self._fail(node, "an int8 input needs a QuantizeLinear on the output.")
+        if x.dtype == "int8" and out_q is None:  # the quantizer left the reshape in float
+            x = self._float(x)
         out = self._like(x, f"{node.output[0]}_reshaped" if out_q else node.output[0], shape, layout)
         options = self.s.ReshapeOptionsT()
         options.newShape = [-1, *shape[1:]]
@@ -641,7 +666,7 @@ class _Exporter:
             source = self._like(x, f"{node.name}_windows", (n, c, h * w // kw, kw), "nhwc")
             source.producer = self._op("RESHAPE", [x.tensor, self._const_i32([-1, h * w // kw, kw, c])],
                                        [source.tensor], self.s.ReshapeOptionsT())
-            kh, kw, sh, sw = 1, kw, 1, 1
+            kh, sh, sw = 1, 1, 1  # the window width stays kw
         window = kh * kw
         weight_scale = np.full(c, 1.0 / (127 * window), np.float32)
         weights = self._tensor(f"{node.name}_weights", (1, kh, kw, c), "int8",
@@ -730,6 +755,137 @@ class _Exporter:
     def _lower_Mul(self, node: onnx.NodeProto) -> None:
         self._binary(node, "MUL", self.s.MulOptionsT())
 
+    # -- float ops of spiking step graphs ----------------------------------------------------------
+    def _new(self, name: str, shape: tuple[int, ...], dtype: str, layout: str) -> _Value:
+        """A fresh activation tensor of ONNX shape ``shape`` (layout only matters for 4-D tensors)."""
+        layout = layout if len(shape) == 4 else "plain"
+        tflite_shape = tuple(shape[i] for i in _NHWC) if layout == "nhwc" else tuple(shape)
+        return _Value(self._tensor(name, tflite_shape, dtype), tuple(shape), dtype, layout)
+
+    def _float_operands(self, node: onnx.NodeProto) -> tuple[list[int], str]:
+        """The inputs of an elementwise float op in one layout: int8 dequantized, constants at the output's rank."""
+        rank = len(self.shapes[node.output[0]])
+        active = {i: self._input(node, i) for i, name in enumerate(node.input) if not self._is_constant(name)}
+        if not active:
+            raise self._fail(node, "every operand is a constant (fold them before export).")
+        layout = "nhwc" if any(v.layout == "nhwc" for v in active.values()) else "nchw"
+        tensors = []
+        for i, name in enumerate(node.input):
+            if i in active:
+                value = self._as(active[i], layout)
+                tensors.append((self._float(value) if value.dtype == "int8" else value).tensor)
+                continue
+            key = (name, rank, layout)
+            if key not in self.constants:
+                data = self._float_constant(name)
+                data = data.reshape((1,) * (rank - data.ndim) + data.shape)  # same rank: every kernel broadcasts it
+                if layout == "nhwc" and data.ndim == 4:
+                    data = data.transpose(_NHWC)
+                self.constants[key] = self._tensor(name, data.shape, "float32", data=data)
+            tensors.append(self.constants[key])
+        return tensors, layout
+
+    def _float_input(self, node: onnx.NodeProto, index: int) -> _Value:
+        """Input ``index`` of a float data-movement op, in ONNX (NCHW) order and float32."""
+        if self._is_constant(node.input[index]):
+            raise self._fail(node, f"its input '{node.input[index]}' is a constant (fold it before export).")
+        value = self._as(self._input(node, index), "nchw")
+        return self._float(value) if value.dtype == "int8" else value
+
+    def _axes(self, node: onnx.NodeProto, index: int, rank: int) -> list[int] | None:
+        """Constant axes given as input ``index`` (opset >= 13) or attribute, non-negative, in order; None if absent."""
+        if len(node.input) > index and node.input[index]:
+            if not self._is_constant(node.input[index]):
+                raise self._fail(node, "the axes are not a constant.")
+            axes = self._constant(node.input[index])[0].reshape(-1).tolist()
+        else:
+            axes = _attr(node, "axes", None)
+        if axes is None:
+            return None
+        axes = [int(a) % rank for a in axes]
+        if 0 in axes:
+            raise self._fail(node, "it acts on the batch axis, which the TFLite file leaves free.")
+        return axes
+
+    def _lower_Greater(self, node: onnx.NodeProto) -> None:
+        tensors, layout = self._float_operands(node)
+        out = self._new(node.output[0], self.shapes[node.output[0]], "bool", layout)
+        out.producer = self._op("GREATER", tensors, [out.tensor])
+        self.values[node.output[0]] = out
+
+    def _lower_Where(self, node: onnx.NodeProto) -> None:
+        condition = None if self._is_constant(node.input[0]) else self._input(node, 0)
+        if condition is None or condition.dtype != "bool":
+            raise self._fail(node, "the condition must be a computed bool tensor (a Greater's output).")
+        tensors, layout = self._float_operands(node)
+        out = self._new(node.output[0], self.shapes[node.output[0]], "float32", layout)
+        out.producer = self._op("SELECT_V2", tensors, [out.tensor], self.s.SelectV2OptionsT())
+        self.values[node.output[0]] = out
+
+    def _lower_Identity(self, node: onnx.NodeProto) -> None:
+        if self._is_constant(node.input[0]):
+            raise self._fail(node, "it copies a constant (fold it before export).")
+        self.values[node.output[0]] = self._input(node, 0)  # graph outputs that alias get a copy at the end
+
+    def _lower_Unsqueeze(self, node: onnx.NodeProto) -> None:
+        shape = self.shapes[node.output[0]]
+        self._axes(node, 1, len(shape))
+        self._reshape(node, self._float_input(node, 0), shape, "nchw" if len(shape) == 4 else "plain")
+
+    def _lower_Concat(self, node: onnx.NodeProto) -> None:
+        shape = self.shapes[node.output[0]]
+        axis = _attr(node, "axis", 0) % len(shape)
+        if axis == 0:
+            raise self._fail(node, "it concatenates along the batch axis, which the TFLite file leaves free.")
+        values = [self._float_input(node, i) for i in range(len(node.input))]
+        out = self._new(node.output[0], shape, "float32", "nchw")
+        options = self.s.ConcatenationOptionsT()
+        options.axis = axis
+        out.producer = self._op("CONCATENATION", [v.tensor for v in values], [out.tensor], options)
+        self.values[node.output[0]] = out
+
+    def _lower_Slice(self, node: onnx.NodeProto) -> None:
+        x = self._float_input(node, 0)
+        rank = len(x.shape)
+        if not all(self._is_constant(n) for n in node.input[1:] if n):
+            raise self._fail(node, "starts, ends, axes and steps must be constants.")
+        starts, ends = (self._constant(node.input[i])[0].reshape(-1).tolist() for i in (1, 2))
+        axes = self._axes(node, 3, rank) or list(range(len(starts)))
+        if 0 in axes:
+            raise self._fail(node, "it acts on the batch axis, which the TFLite file leaves free.")
+        steps = self._constant(node.input[4])[0].reshape(-1).tolist() if len(node.input) > 4 and node.input[4] \
+            else [1] * len(axes)
+        if any(s < 1 for s in steps):
+            raise self._fail(node, f"only positive steps are supported; got {steps}.")
+        begin, end, strides = [0] * rank, [0] * rank, [1] * rank
+        whole = (1 << rank) - 1  # mask bit set: that axis is taken whole (the batch axis always is)
+        for axis, start, stop, step in zip(axes, starts, ends, steps, strict=True):
+            size = x.shape[axis]
+            begin[axis] = int(min(max(start + size if start < 0 else start, 0), size))
+            end[axis] = int(min(max(stop + size if stop < 0 else stop, 0), size))
+            strides[axis] = int(step)
+            whole &= ~(1 << axis)
+        options = self.s.StridedSliceOptionsT()
+        options.beginMask = options.endMask = whole
+        out = self._new(node.output[0], self.shapes[node.output[0]], "float32", "nchw")
+        out.producer = self._op("STRIDED_SLICE", [x.tensor, self._const_i32(begin), self._const_i32(end),
+                                                  self._const_i32(strides)], [out.tensor], options)
+        self.values[node.output[0]] = out
+
+    def _lower_ReduceSum(self, node: onnx.NodeProto) -> None:
+        x = self._float_input(node, 0)
+        axes = self._axes(node, 1, len(x.shape))
+        if not axes and _attr(node, "noop_with_empty_axes", 0):
+            self.values[node.output[0]] = x
+            return
+        if not axes:
+            raise self._fail(node, "it sums over every axis, the batch axis included.")
+        options = self.s.ReducerOptionsT()
+        options.keepDims = bool(_attr(node, "keepdims", 1))
+        out = self._new(node.output[0], self.shapes[node.output[0]], "float32", "nchw")
+        out.producer = self._op("SUM", [x.tensor, self._const_i32(axes)], [out.tensor], options)
+        self.values[node.output[0]] = out
+
     # -- writing ----------------------------------------------------------------------------------
     def _serialise(self, inputs: list[int], outputs: list[int]) -> bytes:
         import flatbuffers
@@ -748,7 +904,9 @@ class _Exporter:
         metadata.buffer = len(self.buffers) - 1
         model = self.s.ModelT()
         model.version = TFLITE_SCHEMA_VERSION
-        model.description = f"edge: int8 export of a QDQ ONNX model, {self.io} I/O"
+        quantized = any(t.type == self.s.TensorType.INT8 for t in self.tensors)
+        source = "int8 export of a QDQ ONNX model" if quantized else "float32 export of an ONNX model"
+        model.description = f"edge: {source}, {self.io} I/O"
         model.operatorCodes = self.opcodes
         model.subgraphs = [subgraph]
         model.buffers = self.buffers

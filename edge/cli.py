@@ -112,6 +112,10 @@ def inspect(model: str, as_json: bool) -> None:
                    "[default: 90 for quantization and exports, unchecked for pruning].")
 @click.option("--min-sqnr", type=float, metavar="DB",
               help="Fail when any step's output SQNR against its parent falls below this (dB).")
+@click.option("--dt", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="NIR files: the time step to discretise with (default: the file's metadata, else 1e-4 s).")
+@click.option("--time-steps", type=click.IntRange(min=1), metavar="T",
+              help="NIR files: time steps per sample recorded in the artifact (default 100).")
 @json_option
 def convert(model: str, output: str, quantize: str | None, recipe: str | None, calibration: str | None,
             calibrate: str, exclude: tuple[str, ...], full_int8: bool, per_channel: bool, max_drop: float, eval_data: str | None,
@@ -120,7 +124,8 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
             prune_method: str, act_sparsity: float | None, act_method: str, drop_modules: str | None,
             prune_ffn: float | None, prune_heads: float | None, restrict_ranges: bool, accuracy_level: int | None,
             clip: str | None, clip_mode: str, clip_search: bool, exports: tuple[str, ...], tflite_io: str,
-            min_agreement: float | None, min_sqnr: float | None, as_json: bool) -> None:
+            min_agreement: float | None, min_sqnr: float | None, dt: float | None, time_steps: int | None,
+            as_json: bool) -> None:
     """Convert MODEL with an ordered recipe of passes and write it to OUTPUT.
 
     After each pass and export the drift from its parent on the calibration data is printed and checked
@@ -133,6 +138,9 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
 
     if recipe and quantize:
         raise click.UsageError("give either --recipe or --quantize, not both.")
+    if _is_spiking_model(model):
+        _convert_spiking(model, output, quantize, calibration, exports, dt, time_steps, min_agreement, as_json)
+        return
     if exclude and full_int8:
         raise click.UsageError("give either --exclude or --full-int8, not both.")
     if not exclude and not full_int8 and quantize in ("int8", "int16"):
@@ -319,6 +327,28 @@ def _is_language_model(model: str) -> bool:
     if str(model).lower().endswith((".tflite", ".nir")):
         return False
     return is_llm(resolve_model(model)[1])
+
+
+def _convert_spiking(model: str, output: str, quantize: str | None, calibration: str | None,
+                     exports: tuple[str, ...], dt: float | None, time_steps: int | None, min_agreement: float | None,
+                     as_json: bool) -> None:
+    from edge.snn import convert_spiking
+
+    def report(name: str, drift: dict[str, Any]) -> None:
+        if not as_json:
+            sqnr = "inf" if drift["sqnr_db"] is None else f"{drift['sqnr_db']:.1f}"
+            click.echo(f"{name}: top-1 agreement {100 * drift['top1_agreement']:.1f} %, spikes agree "
+                       f"{100 * drift['spike_agreement']:.3f} %, SQNR {sqnr} dB ({drift['samples']} samples)")
+
+    child, checks = convert_spiking(model, output, quantize=quantize, calibration=calibration, exports=exports, dt=dt,
+                                    time_steps=time_steps, on_step=report,
+                                    min_agreement=0.9 if min_agreement is None else min_agreement / 100)
+    if as_json:
+        click.echo(json.dumps({"output": output, "sha256": child.sha256, "checks": dict(checks)}, indent=2))
+        return
+    written = [output] + ([str(Path(output).with_suffix(".tflite"))] if exports else [])
+    click.echo(f"precision: {', '.join(f'{k} {v}' for k, v in child.meta.task['precision'].items())}")
+    click.echo("wrote " + ", ".join(f"{p} ({Path(p).stat().st_size / 1024:.1f} KiB)" for p in written))
 
 
 def _is_spiking_model(model: str) -> bool:

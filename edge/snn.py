@@ -82,8 +82,11 @@ def open_target(model: Artifact | TfliteModel, device: str) -> tuple[Any, int]:
 def step_latency(target: Any, meta: Any, runs: int, device: str) -> dict[str, Any]:
     """Seconds per time step at batch 1: timed on the host, or Vela's estimate for an NPU."""
     if device.startswith("npu"):
-        seconds = target.info().get("latency_s")
-        return {"median_us": None if seconds is None else seconds * 1e6, "source": target.latency_source}
+        info = target.info()
+        seconds = info.get("latency_s")
+        return {"median_us": None if seconds is None else seconds * 1e6,
+                "source": f"{target.latency_source}; {info.get('npu_operators')} operators on the NPU, "
+                          f"{info.get('cpu_operators')} on the CPU and not in the estimate"}
     from devices.base import time_calls
 
     shape = next(s.shape for s in meta.inputs if s.name == "x")[1:]
@@ -198,3 +201,98 @@ def format_spiking_resilience(doc: dict[str, Any]) -> str:
     lines.append(f"mean over {doc['maps']} seeded maps per BER (faults in connection weights and firing thresholds); "
                  "p10 = 10th percentile of accuracy over maps; agree = same prediction as the fault-free network")
     return "\n".join(lines)
+
+
+#: samples each conversion step is checked on (TFLite Micro runs one sample per call, step by step)
+CHECK_SAMPLES = 64
+MICRO_CHECK_SAMPLES = 16
+
+
+def spiking_drift(parent: Any, child: Any, meta: Any, x: np.ndarray, *, batch: int = 64) -> dict[str, Any]:
+    """How far ``child``'s run departs from ``parent``'s on input spikes ``x``: top-1 agreement of the time-averaged
+    outputs (with cosine, max abs error and SQNR) and the fraction of (neuron, step) spikes that agree."""
+    from edge.evaluate import compare_outputs
+
+    a = run_sequence(parent, meta, x, batch=batch)
+    b = run_sequence(child, meta, x, batch=batch)
+    drift = compare_outputs(scores(a), scores(b))
+    names = [n for n in a.outputs if n.startswith("spikes.")]
+    agree = np.mean([np.mean(a.outputs[n] == b.outputs[n]) for n in names]) if names else 1.0
+    return {**drift.as_dict(), "spike_agreement": float(agree), "samples": len(x)}
+
+
+def convert_spiking(model: str | Path, output: str | Path, *, quantize: str | None = None,
+                    calibration: str | None = None, exports: tuple[str, ...] = (), dt: float | None = None,
+                    time_steps: int | None = None, min_agreement: float = 0.9,
+                    on_step: Callable[[str, dict[str, Any]], None] | None = None) -> tuple[Artifact, list[Any]]:
+    """Import (NIR) or read a spiking network, quantize its connections to int8, export TFLite / a C array; every
+    step is run against its parent and must keep ``min_agreement`` top-1 agreement. Nothing is written otherwise."""
+    from converters.snn_quantize import QuantizeSpiking
+    from converters.tflite import export_tflite
+    from edge.artifact import write_artifact, write_bytes_atomic
+    from edge.data.spiking import load_spike_dataset
+    from edge.errors import ModelWriteError, PassError
+    from runtimes.litert_session import LiteRTSession
+    from runtimes.onnxruntime_session import OnnxRuntimeSession
+    from runtimes.tflm_session import TFLMSession
+
+    text, output = str(model), Path(output)
+    source = Path(text) if Path(text).exists() else None
+    if source is not None and output.exists() and output.resolve() == source.resolve():
+        raise ModelWriteError("the output path is the input model; choose another -o so the original is kept.",
+                              where=str(output))
+    if text.lower().endswith(".nir"):
+        artifact = import_nir_file(text, dt=dt, time_steps=time_steps or DEFAULT_TIME_STEPS)
+    else:
+        _, artifact = load_spiking_model(model)
+        if not isinstance(artifact, Artifact):
+            raise PassError("convert takes the ONNX step graph or the NIR file, not a TFLite file.")
+    spec = calibration or artifact.meta.extra.get("calibration_data")
+    if quantize and not spec:
+        raise PassError("quantizing a spiking network needs calibration spikes: pass --calib DATASPEC.")
+    x = load_spike_dataset(spec, artifact.meta).x if spec else _probe_spikes(artifact.meta)
+    x = x[:CHECK_SAMPLES]
+    checks: list[tuple[str, dict[str, Any]]] = []
+
+    def check(name: str, drift: dict[str, Any]) -> None:
+        checks.append((name, drift))
+        if on_step:
+            on_step(name, drift)
+        if drift["top1_agreement"] < min_agreement:
+            raise PassError(f"{name} keeps only {100 * drift['top1_agreement']:.1f} % top-1 agreement with its parent "
+                            f"(at least {100 * min_agreement:.0f} % required); nothing was written.")
+
+    child = artifact
+    if quantize:
+        if quantize != "int8":
+            raise PassError(f"spiking networks are quantized with int8 connections (neurons and state float32); "
+                            f"'{quantize}' is not available for them.")
+        child = QuantizeSpiking()(artifact, x)
+        child.meta.extra["calibration_data"] = spec
+        check("quantize-snn", spiking_drift(OnnxRuntimeSession(artifact).run_named,
+                                            OnnxRuntimeSession(child).run_named, artifact.meta, x))
+    tflite = None
+    if exports:
+        tflite = export_tflite(child, io="float32")
+        onnx_engine = OnnxRuntimeSession(child).run_named
+        check("tflite (LiteRT)", spiking_drift(onnx_engine, LiteRTSession(tflite, kernels="reference").run_named,
+                                               child.meta, x))
+        check("tflite (TFLite Micro)", spiking_drift(onnx_engine, TFLMSession(tflite).run_named, child.meta,
+                                                     x[:MICRO_CHECK_SAMPLES], batch=1))
+    write_artifact(child, output, inputs=(source,) if source else ())
+    if tflite is not None:
+        write_bytes_atomic(output.with_suffix(".tflite"), tflite)
+        if "c" in exports:
+            from converters.c_array import write_c_array
+
+            name = "".join(c if c.isalnum() else "_" for c in output.stem)
+            write_c_array(tflite, output.parent, f"{name}_tflite" if name[:1].isalpha() else f"model_{name}")
+    return child, checks
+
+
+def _probe_spikes(meta: Any, samples: int = 16, rate: float = 0.2, seed: int = 0) -> np.ndarray:
+    """Seeded Bernoulli input spikes to check an export when no data are given."""
+    from edge.data.spiking import input_shape
+
+    shape = (samples, int(meta.task.get("time_steps", DEFAULT_TIME_STEPS)), *input_shape(meta))
+    return (np.random.default_rng(seed).random(shape) < rate).astype(np.float32)

@@ -34,6 +34,7 @@ class LiteRTSession:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._shape: tuple[int, ...] | None = None
+        self._shapes: dict[str, tuple[int, ...]] | None = None  # per input, for run_named
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the single input in ``feeds`` (any name) and return the first output."""
@@ -49,6 +50,35 @@ class LiteRTSession:
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"LiteRT could not run the model: {str(exc).splitlines()[0]}") from None
         return [from_output_type(self._interpreter.get_tensor(self._output["index"]).copy(), self._output)]
+
+    def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Set every input by name (any batch), run once, and return every output by name (int8 dequantized)."""
+        inputs = {d["name"]: d for d in self._interpreter.get_input_details()}
+        check_feeds(feeds, inputs)
+        arrays = {name: to_input_type(feeds[name], details) for name, details in inputs.items()}
+        try:
+            shapes = {name: x.shape for name, x in arrays.items()}
+            if shapes != self._shapes:
+                for name, x in arrays.items():
+                    self._interpreter.resize_tensor_input(inputs[name]["index"], x.shape)
+                self._interpreter.allocate_tensors()
+                self._shapes = shapes
+            for name, x in arrays.items():
+                self._interpreter.set_tensor(inputs[name]["index"], x)
+            self._interpreter.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise EngineError(f"LiteRT could not run the model: {str(exc).splitlines()[0]}") from None
+        return {d["name"]: from_output_type(self._interpreter.get_tensor(d["index"]).copy(), d)
+                for d in self._interpreter.get_output_details()}
+
+
+def check_feeds(feeds: dict[str, np.ndarray], inputs: dict[str, dict]) -> None:
+    """Refuse feeds that miss an input of the model or name one it does not have."""
+    missing = [name for name in inputs if name not in feeds]
+    unknown = [name for name in feeds if name not in inputs]
+    if missing or unknown:
+        problem = f"no feed for input '{missing[0]}'" if missing else f"no input named '{unknown[0]}'"
+        raise EngineError(f"the model has {problem}; its inputs are {', '.join(inputs)}.")
 
 
 def _quantization(details: dict) -> tuple[float, int]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from edge.errors import EngineError
-from runtimes.litert_session import from_output_type, to_input_type
+from runtimes.litert_session import check_feeds, from_output_type, to_input_type
 
 
 def _runtime():
@@ -52,6 +52,7 @@ class TFLMSession:
             raise EngineError(f"TFLite Micro refused the model: {str(exc).splitlines()[0]}") from None
         self._input = self._interpreter.get_input_details(0)
         self._output = self._interpreter.get_output_details(0)
+        self._names = _io_names(data)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run every trial of the single input in ``feeds`` and stack the first output."""
@@ -65,6 +66,41 @@ class TFLMSession:
                 raise EngineError(f"TFLite Micro could not run the model: {str(exc).splitlines()[0]}") from None
             outputs.append(from_output_type(np.array(self._interpreter.get_output(0)), self._output))
         return [np.concatenate(outputs)]
+
+    def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Set every input by name, run, and return every output by name (int8 dequantized), one trial at a time."""
+        input_names, output_names = self._names
+        inputs = {name: self._interpreter.get_input_details(i) for i, name in enumerate(input_names)}
+        check_feeds(feeds, inputs)
+        batch = {len(np.asarray(x)) for x in feeds.values()}
+        if len(batch) != 1:
+            raise EngineError(f"every feed needs the same batch size; got {sorted(batch)}.")
+        outputs = [self._interpreter.get_output_details(i) for i in range(len(output_names))]
+        results: dict[str, list[np.ndarray]] = {name: [] for name in output_names}
+        for trial in range(batch.pop()):
+            try:
+                for index, (name, details) in enumerate(inputs.items()):
+                    x = np.asarray(feeds[name])[trial : trial + 1]
+                    self._interpreter.set_input(to_input_type(x, details), index)
+                self._interpreter.invoke()
+            except (RuntimeError, ValueError) as exc:
+                raise EngineError(f"TFLite Micro could not run the model: {str(exc).splitlines()[0]}") from None
+            for index, (name, details) in enumerate(zip(output_names, outputs, strict=True)):
+                results[name].append(from_output_type(np.array(self._interpreter.get_output(index)), details))
+        return {name: np.concatenate(values) for name, values in results.items()}
+
+
+def _io_names(data: bytes) -> tuple[list[str], list[str]]:
+    """Input and output tensor names of the main subgraph, in order: TFLite Micro's details leave them out."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = schema.Model.GetRootAs(bytes(data), 0).Subgraphs(0)
+
+    def name(index: int) -> str:
+        return (graph.Tensors(index).Name() or b"").decode()
+
+    return ([name(graph.Inputs(i)) for i in range(graph.InputsLength())],
+            [name(graph.Outputs(i)) for i in range(graph.OutputsLength())])
 
 
 def arena_fits(data: bytes, size: int, trial: np.ndarray | None = None) -> bool:

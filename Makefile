@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test reference reference-llm clean
+.PHONY: demo test reference reference-llm reference-snn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ reference: $(VENV)/.test-installed
 reference-llm: $(VENV)/.test-installed
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m edge.families.llm.reference \
 		--corpus ../shared/data/tinyshakespeare/input.txt --output edge/zoo/llama_shakespeare_char.onnx --steps 2500
+
+# Retrains the reference spiking network (a few minutes on 2 cores); see edge/zoo/SNN_MODEL_CARD.md.
+reference-snn: $(VENV)/.test-installed
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m edge.snn_reference --output edge/zoo/snn_ssvep_delta.onnx
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

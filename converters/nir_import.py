@@ -59,7 +59,7 @@ def read_nir(path: str | Path, *, dt: float | None = None) -> SpikingGraph:
         raise DataError("no such NIR file.", where=str(path))
     try:
         graph = nir.read(str(path))
-    except Exception as exc:  # h5py and nir raise many kinds for a file that is not NIR
+    except Exception as exc:  # noqa: BLE001 - h5py and nir raise many kinds for a file that is not NIR
         raise DataError(f"not a NIR graph file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).",
                         where=str(path)) from None
     return from_nir(graph, dt=dt)

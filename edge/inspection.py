@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.families.llm.export import is_llm
-from edge.families.snn.export import is_snn
 from edge.families.llm.runner import CacheLayout, weight_macs_per_token
+from edge.families.snn.export import is_snn
 from edge.models import resolve_model
 from edge.summary import summarize
 

@@ -145,8 +145,8 @@ def format_spiking_results(results: dict[str, Any]) -> str:
     """A readable summary of :func:`evaluate_spiking_model` results."""
     m, info, data = results["metrics"], results["model_info"], results["data"]
     ops = m["operations"]
-    lines = [f"{Path(results['model']).name} on {results['device']['spec']} — {data['samples']} samples x "
-             f"{data['time_steps']} steps ({data['spec']}), input rate {100 * data['input_rate']:.2f} %"]
+    lines = [(f"{Path(results['model']).name} on {results['device']['spec']} — {data['samples']} samples x "
+             f"{data['time_steps']} steps ({data['spec']}), input rate {100 * data['input_rate']:.2f} %")]
     if "accuracy" in m:
         acc = m["accuracy"]
         lines.append(f"  accuracy          {100 * acc['value']:.1f} %  (95 % CI {100 * acc['ci95'][0]:.1f}-"
@@ -191,8 +191,8 @@ def spiking_resilience(model: str | Path, data_spec: str, *, bers: list[float], 
 
 def format_spiking_resilience(doc: dict[str, Any]) -> str:
     """Accuracy, agreement with the fault-free network and spike rate per BER."""
-    lines = [f"clean: accuracy {100 * doc['clean_accuracy']:.1f} %, spike rate {100 * doc['clean_spike_rate']:.2f} % "
-             f"({doc['samples']} samples, {len(doc['targets'])} tensors, {doc['stored_bits']:,} stored bits)",
+    lines = [(f"clean: accuracy {100 * doc['clean_accuracy']:.1f} %, spike rate {100 * doc['clean_spike_rate']:.2f} % "
+             f"({doc['samples']} samples, {len(doc['targets'])} tensors, {doc['stored_bits']:,} stored bits)"),
              f"{'BER':>8}  {'flips':>7}  {'accuracy':>9}  {'p10':>6}  {'agree':>6}  {'spike rate':>10}"]
     for p in doc["points"]:
         lines.append(f"{p['ber']:>8.0e}  {p['mean_flips']:>7.1f}  {100 * p['accuracy_mean']:>8.1f}%  "

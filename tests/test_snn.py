@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import nir
@@ -103,14 +104,14 @@ def test_spike_data_from_event_files(nir_graphs, tmp_path) -> None:
 
 def _linear_net(shape: int | tuple[int, ...]) -> nir.NIRGraph:
     shape = (shape,) if isinstance(shape, int) else shape
-    flat = [nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)] if len(shape) > 1 else []
-    nodes = {"input": nir.Input(input_type={"input": np.array(shape)}), **{"flat": f for f in flat},
+    flat = {"flat": nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0)} if len(shape) > 1 else {}
+    nodes = {"input": nir.Input(input_type={"input": np.array(shape)}), **flat,
              "fc": nir.Linear(weight=np.ones((3, int(np.prod(shape))), np.float32)),
              "lif": nir.LIF(tau=np.full(3, 0.02), r=np.full(3, 0.02 / DT), v_leak=np.zeros(3),
                             v_threshold=np.ones(3), v_reset=np.zeros(3)),
              "output": nir.Output(output_type={"output": np.array([3])})}
     chain = ["input", *(["flat"] if flat else []), "fc", "lif", "output"]
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(chain, chain[1:])))
+    return nir.NIRGraph(nodes=nodes, edges=list(itertools.pairwise(chain)))
 
 
 def test_cli_eval_inspect_and_clear_errors(spiking_files) -> None:

@@ -11,6 +11,7 @@ MODELS = {
     "ssvep-guney-9ch-0.4s": "ssvep_guney_9ch_0.4s.onnx",
     "eegnet-mmi-s001": "eegnet_mmi_s001.onnx",
     "llama-shakespeare-char": "llama_shakespeare_char.onnx",
+    "snn-ssvep-delta": "snn_ssvep_delta.onnx",
 }
 
 

@@ -13,6 +13,7 @@ import base64
 from typing import Any
 
 import numpy as np
+
 from edge.artifact import Artifact, Meta, PassRecord, specs_from_graph
 from edge.errors import DataError
 from edge.families.snn.graph import Node, SpikingGraph

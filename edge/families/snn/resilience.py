@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edge.families.snn.lower import scan_model
 from edge.faults.campaign import map_seed
 from edge.faults.engine import create_session, weights_as_inputs
 from edge.faults.models import FaultModel, FaultTargets, apply_fault_map, sample_fault_map, select_targets
-from edge.families.snn.lower import scan_model
 
 
 def fault_target_names(model: onnx.ModelProto) -> tuple[str, ...]:

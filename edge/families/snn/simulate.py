@@ -260,8 +260,8 @@ class Simulator:
             before = state
             outputs, state = self.step(x[:, t], state)
             ys.append(outputs[g.output_name])
-            for n in spikes:
-                spikes[n].append(outputs[n])
+            for n, trace in spikes.items():
+                trace.append(outputs[n])
             if count_ops:
                 self._count(outputs, before, result)
         result.y = np.stack(ys, axis=1)

@@ -28,7 +28,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def heldout(reference):
-    return load_spike_dataset("synthetic-ssvep:subjects=31,seed=0", reference.meta)
+    return load_spike_dataset("synthetic-ssvep:subjects=31-31,seed=0", reference.meta)
 
 
 def test_card_reports_the_shipped_network(reference) -> None:

@@ -39,6 +39,10 @@ def spike_fault_curve(step: onnx.ModelProto, x: np.ndarray, y: np.ndarray, *, be
     names = [o.name for o in session.get_outputs()]
 
     def run() -> tuple[np.ndarray, float]:
+        with np.errstate(invalid="ignore", over="ignore"):  # flipped exponent bits make inf/NaN membranes
+            return _run()
+
+    def _run() -> tuple[np.ndarray, float]:
         predictions, rates = [], []
         for start in range(0, len(x), batch):
             out = dict(zip(names, session.run(None, {"x": x[start:start + batch], **targets.arrays}), strict=True))

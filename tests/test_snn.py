@@ -131,3 +131,19 @@ def test_cli_eval_inspect_and_clear_errors(spiking_files) -> None:
     assert result.exit_code != 0 and "encoder" in result.output and "Traceback" not in result.output
     with pytest.raises(EngineError, match="spiking networks run on"):
         evaluate_spiking_model(spiking_files / "net.onnx", str(spiking_files / "spikes.npz"), device="sim")
+
+
+def test_cli_convert_imports_quantizes_and_exports_a_nir_file(spiking_files, tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "net_int8.onnx"
+    result = runner.invoke(main, ["convert", str(spiking_files / "net.nir"), "--dt", str(DT), "--time-steps", "40",
+                                  "--quantize", "int8", "--calib", str(spiking_files / "spikes.npz"),
+                                  "--export", "tflite", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    for step in ("quantize-snn", "tflite (LiteRT)", "tflite (TFLite Micro)"):
+        assert f"{step}: top-1 agreement" in result.output
+    assert out.is_file() and out.with_suffix(".tflite").is_file()
+    assert read_artifact(out).meta.task["precision"]["state"] == "float32"
+    result = runner.invoke(main, ["convert", str(spiking_files / "net.nir"), "--quantize", "int8", "-o",
+                                  str(tmp_path / "x.onnx")])
+    assert result.exit_code != 0 and "calibration spikes" in result.output and "Traceback" not in result.output

@@ -102,7 +102,8 @@ def ssvep_spikes(raw: np.ndarray, sample_rate: float, encoding: dict[str, Any]) 
       window looks like offline); true runs one causal ``sosfilt`` pass from rest, as a streaming
       device would;
     - ``downsample``: keep every n-th filtered sample (the band-pass is the anti-alias filter, so
-      ``high`` must lie below the new Nyquist frequency); T = ceil(samples / downsample);
+      ``high`` must lie below the new Nyquist frequency; with ``band_hz`` null nothing guards against
+      aliasing); T = ceil(samples / downsample);
     - ``normalise``: ``"per-trial-std"`` divides each trial by its standard deviation over all
       channels and samples (keeps the channels' relative amplitudes), ``"per-channel-std"`` divides
       each channel of each trial by its own, ``"none"`` keeps µV;
@@ -178,12 +179,16 @@ def _settings(encoding: dict[str, Any]) -> dict[str, Any]:
 def _band_pass(x: np.ndarray, sample_rate: float, settings: dict[str, Any]) -> np.ndarray:
     band = settings["band_hz"]
     nyquist = sample_rate / 2.0 / settings["downsample"]
-    if len(band) != 2 or not 0 < band[0] < band[1] < nyquist:
+    try:
+        low, high = (float(edge) for edge in band)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not 0 < low < high < nyquist:
         raise DataError(
             f"the spike encoding's 'band_hz' must be [low, high] with 0 < low < high < {nyquist:g} Hz "
             f"(the Nyquist frequency after downsampling by {settings['downsample']}); got {band}."
         )
-    sos = scipy.signal.butter(int(settings["filter_order"]), band, btype="bandpass", fs=sample_rate, output="sos")
+    sos = scipy.signal.butter(int(settings["filter_order"]), [low, high], btype="bandpass", fs=sample_rate, output="sos")
     if settings["causal"]:
         return scipy.signal.sosfilt(sos, x, axis=-1)
     padlen = min(3 * (2 * len(sos) + 1), x.shape[-1] - 1)  # scipy's default, shortened for short windows

@@ -104,6 +104,7 @@ def test_clock_channels_follow_the_encoded_spikes() -> None:
         ({"encoder": "delta", "treshold": 0.5}, "unknown spike-encoding key 'treshold'. Did you mean 'threshold'"),
         ({"encoder": "sigma-delta"}, "'encoder' must be one of delta, rate; got 'sigma-delta'"),
         ({"encoder": "delta", "band_hz": [6.0, 70.0], "downsample": 2}, "below|< 62.5 Hz"),
+        ({"encoder": "delta", "band_hz": 8.0}, "'band_hz' must be \\[low, high\\]"),
         ({"encoder": "delta", "downsample": 0}, "'downsample' must be an integer >= 1"),
         ({"encoder": "delta", "normalise": "z"}, "'normalise' must be one of"),
         ({"encoder": "delta", "threshold": 0}, "'threshold' must be a number > 0"),

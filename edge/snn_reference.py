@@ -25,21 +25,20 @@ from edge.data.spike_encoding import ssvep_spikes
 from edge.families.snn.export import export_snn
 from edge.families.snn.graph import Node, SpikingGraph
 from edge.families.snn.simulate import simulate
-from edge.families.snn.train import SnnConfig, predict_scores, train_snn
+from edge.families.snn.train import (
+    REFERENCE_CONFIG,
+    REFERENCE_ENCODING,
+    REFERENCE_LATENCY_S,
+    REFERENCE_WINDOW_S,
+    predict_scores,
+    train_snn,
+)
 
 TRAIN_DATA = "synthetic-ssvep:subjects=1-24,seed=0"
 VALIDATION_DATA = "synthetic-ssvep:subjects=25-30,seed=0"
 HELDOUT_DATA = "synthetic-ssvep:subjects=31-35,seed=0"
 CALIBRATION_DATA = "synthetic-ssvep:subjects=1+2,seed=0,blocks=2"
 SAMPLE_RATE = 250.0
-REFERENCE_LATENCY_S = 0.14
-REFERENCE_WINDOW_S = 1.0
-#: band-pass 6-40 Hz, per-trial standardised, downsampled to 125 Hz, send-on-delta ON/OFF spikes at 0.5 SD, plus one
-#: clock channel per step (a time reference the network uses to tell stimulus phases apart)
-REFERENCE_ENCODING = {"encoder": "delta", "band_hz": [6.0, 40.0], "filter_order": 4, "causal": False, "downsample": 2,
-                      "normalise": "per-trial-std", "threshold": 0.5, "clock_steps": 1}
-REFERENCE_CONFIG = SnnConfig(hidden=(256,), beta=0.5, lr=1e-2, epochs=30, batch_size=64, dropout=0.2,
-                             rate_weight=50.0, rate_target=0.05, seed=0, threads=2)
 
 log = logging.getLogger("edge")
 
@@ -85,7 +84,7 @@ def main() -> None:
     x_val, y_val = spikes_of(VALIDATION_DATA)
     x_test, y_test = spikes_of(HELDOUT_DATA)
     log.info("spikes: train %s, input rate %.3f", x_train.shape, x_train.mean())
-    config = REFERENCE_CONFIG.__class__(**{**REFERENCE_CONFIG.__dict__, "epochs": args.epochs})
+    config = REFERENCE_CONFIG.__class__(**{**REFERENCE_CONFIG.__dict__, "epochs": args.epochs, "threads": 2})
     start = time.perf_counter()
     model, history = train_snn(x_train, y_train, x_val, y_val, config, classes=len(BENCHMARK_FREQS),
                                on_epoch=lambda e, h: log.info("epoch %d: %s", e, {k: v for k, v in h.items()

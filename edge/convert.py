@@ -132,13 +132,18 @@ def convert(
         tflite = _export_tflite(child, trials, tflite_io, record)
     write_artifact(child, output, inputs=(source_path,) if source_path else ())
     if tflite is not None:
-        write_bytes_atomic(output.with_suffix(".tflite"), tflite)
-        if "c" in exports:
-            from converters.c_array import write_c_array
-
-            name = "".join(c if c.isalnum() else "_" for c in output.stem)
-            write_c_array(tflite, output.parent, f"{name}_tflite" if name[:1].isalpha() else f"model_{name}")
+        write_tflite_exports(output, tflite, exports)
     return child, drifts
+
+
+def write_tflite_exports(output: Path, tflite: bytes, exports: tuple[str, ...]) -> None:
+    """OUTPUT with .tflite, and with ``c`` in ``exports`` a .h/.c pair of its bytes beside it."""
+    write_bytes_atomic(output.with_suffix(".tflite"), tflite)
+    if "c" in exports:
+        from converters.c_array import write_c_array
+
+        name = "".join(c if c.isalnum() else "_" for c in output.stem)
+        write_c_array(tflite, output.parent, f"{name}_tflite" if name[:1].isalpha() else f"model_{name}")
 
 
 def _export_tflite(child: Artifact, trials: np.ndarray, io: str, record: Callable[[str, Drift], None]) -> bytes:

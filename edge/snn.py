@@ -229,7 +229,8 @@ def convert_spiking(model: str | Path, output: str | Path, *, quantize: str | No
     step is run against its parent and must keep ``min_agreement`` top-1 agreement. Nothing is written otherwise."""
     from converters.snn_quantize import QuantizeSpiking
     from converters.tflite import export_tflite
-    from edge.artifact import write_artifact, write_bytes_atomic
+    from edge.artifact import write_artifact
+    from edge.convert import write_tflite_exports
     from edge.data.spiking import load_spike_dataset
     from edge.errors import ModelWriteError, PassError
     from runtimes.litert_session import LiteRTSession
@@ -281,12 +282,7 @@ def convert_spiking(model: str | Path, output: str | Path, *, quantize: str | No
                                                      x[:MICRO_CHECK_SAMPLES], batch=1))
     write_artifact(child, output, inputs=(source,) if source else ())
     if tflite is not None:
-        write_bytes_atomic(output.with_suffix(".tflite"), tflite)
-        if "c" in exports:
-            from converters.c_array import write_c_array
-
-            name = "".join(c if c.isalnum() else "_" for c in output.stem)
-            write_c_array(tflite, output.parent, f"{name}_tflite" if name[:1].isalpha() else f"model_{name}")
+        write_tflite_exports(output, tflite, exports)
     return child, checks
 
 

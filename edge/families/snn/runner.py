@@ -39,8 +39,7 @@ class Recording:
         return self.outputs["y"]
 
 
-def run_sequence(engine: Engine, meta: Meta, x: np.ndarray, *, batch: int = 64,
-                 keep: Callable[[str], bool] = lambda name: True) -> Recording:
+def run_sequence(engine: Engine, meta: Meta, x: np.ndarray, *, batch: int = 64) -> Recording:
     """Run ``x`` [samples, T, *input] from the zero state, ``batch`` samples per call (1 for microcontrollers)."""
     states = meta.task["state"]
     parts: dict[str, list[np.ndarray]] = {}
@@ -52,7 +51,7 @@ def run_sequence(engine: Engine, meta: Meta, x: np.ndarray, *, batch: int = 64,
             out = engine({"x": chunk[:, t], **state})
             state = {s["input"]: out[s["output"]] for s in states}
             for name, value in out.items():
-                if not name.endswith(".next") and keep(name):
+                if not name.endswith(".next"):
                     steps.setdefault(name, []).append(value)
         for name, values in steps.items():
             parts.setdefault(name, []).append(np.stack(values, axis=1))

@@ -38,8 +38,7 @@ class Simulation:
     y: np.ndarray  # [batch, T, *output shape]
     spikes: dict[str, np.ndarray]  # spiking node -> [batch, T, *shape]
     synops: dict[str, float] = field(default_factory=dict)  # connection node -> non-zero (input, weight) pairs
-    dense_ops: dict[str, float] = field(default_factory=dict)  # connection node -> pairs with every input non-zero
-    binary_inputs: dict[str, bool] = field(default_factory=dict)  # connection node -> its inputs were all 0/1
+    dense_ops: dict[str, float] = field(default_factory=dict)  # connection node -> every input x every weight
 
 
 def pads_of(node: Node, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -276,8 +275,6 @@ class Simulator:
             active, dense = binary_ops(node, inp)
             result.synops[name] = result.synops.get(name, 0.0) + active
             result.dense_ops[name] = result.dense_ops.get(name, 0.0) + dense
-            binary = bool(np.all((inp == 0) | (inp == 1)))
-            result.binary_inputs[name] = result.binary_inputs.get(name, True) and binary
 
 
 def delay_selector(steps: np.ndarray, depth: int, shape: tuple[int, ...]) -> np.ndarray:

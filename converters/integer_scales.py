@@ -1,17 +1,33 @@
-"""Average-pooling output scales that let integer engines reproduce the ONNX QDQ model.
+"""Output scales and weight grids that let integer engines reproduce the ONNX QDQ model bit for bit.
 
-onnxruntime computes a QDQ graph in float and rounds once, half to even; TFLite, TFLite Micro and the
-Ethos-U round in integer arithmetic, half away from zero. Average pooling keeps its input scale in
-onnxruntime's QDQ scheme, so the mean of k int8 values lands exactly halfway between two steps in a
-fixed share of windows (a quarter of them for k = 4, rounded apart every time): EEGNet's logits drifted
-by 2-3 steps between the ONNX and the TFLite file. Widening the pool's output scale by 1/32 makes an
-exact tie impossible (for k not a multiple of 64) and keeps every mean at least 1/(66 k) of a step away
-from one, farther than the integer kernel's rounding error, so both round the same way. The calibrated
-range is only widened, never narrowed. The TFLite exporter lowers such a rescaling pool as a depthwise
-convolution with weights 1/k, which rounds once.
+onnxruntime computes a QDQ graph with a float requantization multiplier and rounds once, half to even;
+TFLite, TFLite Micro and the Ethos-U multiply by a 31-bit fixed-point multiplier and round twice, the
+second time half away from zero. Two problems follow, and each has a fix here.
+
+Average pooling keeps its input scale in onnxruntime's QDQ scheme, so the mean of k int8 values lands
+exactly halfway between two steps in a fixed share of windows (a quarter of them for k = 4, rounded apart
+every time): EEGNet's logits drifted by 2-3 steps between the ONNX and the TFLite file. Widening the pool's
+output scale by 1/32 (:func:`tie_free_average_pools`) makes an exact tie impossible (for k not a multiple
+of 64) and keeps every mean at least 1/(66 k) of a step away from one, farther than the integer kernel's
+rounding error, so both round the same way. The calibrated range is only widened, never narrowed. The
+TFLite exporter lowers such a rescaling pool as a depthwise convolution with weights 1/k, which rounds once.
+
+Convolutions and fully connected layers (:func:`exact_requantization`): with a multiplier
+M = s_in * s_w / s_out in [2^-(R+1), 2^-R), the fixed-point kernel first rounds acc * M to 1/2^R of a
+step, then to a step, so an accumulator whose exact product lies less than 2^-(R+1) below a half step
+goes up where onnxruntime goes down: 0.3-1.5 % of the outputs of the reference SSVEP network's first
+layers, amplified by the 120-channel convolutions into 13 of 1,200 different decisions. Here every weight
+is rounded to an even integer (7 bits of resolution in the int8 range, the price) and every channel's
+weight scale is set so that M = 1/(2q) with q odd. Then acc * M = (acc / 2) / q is never a tie and never
+closer to one than 1/(2q) = M > 2^-(R+1): both roundings give round(acc * M), in every engine. A channel
+keeps onnxruntime's own scale when no such q lies within 25 % of its own multiplier (M > 1/2, where
+every engine rounds once, and M between 1/6 and 2/5), or when the float32 scales cannot hold M that
+precisely (multipliers below about 3e-5).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import onnx
@@ -21,6 +37,14 @@ from onnx import numpy_helper
 POOL_TIE_BREAK = 32
 #: Ops onnxruntime quantizes with their input's scale; after a widened pool they take the new scale too.
 SCALE_PRESERVING = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "MaxPool")
+#: Ops whose int8 requantization :func:`exact_requantization` makes exact.
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+#: Largest even int8 weight.
+EVEN_WEIGHT_LIMIT = 126
+#: Relative error of onnxruntime's float32 multiplier (scale arithmetic and the product), bounded generously.
+FLOAT_MULTIPLIER_ERROR = 2.0**-22
+#: Largest widening of a channel's weight scale (over max|w| / 126) accepted for an exact multiplier.
+MAX_WIDENING = 1.25
 
 
 def _quantization(node: onnx.NodeProto, init: dict[str, onnx.TensorProto]) -> tuple[float, int] | None:
@@ -36,13 +60,19 @@ def _quantization(node: onnx.NodeProto, init: dict[str, onnx.TensorProto]) -> tu
     return float(scale.reshape(-1)[0]), int(zero.reshape(-1)[0])
 
 
-def tie_free_average_pools(model: onnx.ModelProto) -> list[str]:
-    """Widen, in place, the output scale of every int8 AveragePool that keeps its input scale; returns their names."""
+def _graph_maps(model: onnx.ModelProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """(producer of each tensor, readers of each tensor)."""
     producer = {o: n for n in model.graph.node for o in n.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    return producer, readers
+
+
+def tie_free_average_pools(model: onnx.ModelProto) -> list[str]:
+    """Widen, in place, the output scale of every int8 AveragePool that keeps its input scale; returns their names."""
+    producer, readers = _graph_maps(model)
     init = {t.name: t for t in model.graph.initializer}
     changed = []
     for node in model.graph.node:
@@ -73,3 +103,129 @@ def tie_free_average_pools(model: onnx.ModelProto) -> list[str]:
                         pending.append(outs[0])
         changed.append(node.name)
     return changed
+
+
+def tflite_multiplier(m: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: (q, shift) with m = q * 2**(shift - 31) and q in [2**30, 2**31)."""
+    if m <= 0:
+        return 0, 0
+    fraction, shift = math.frexp(m)
+    q = round(fraction * 2**31)
+    if q == 2**31:
+        q, shift = q // 2, shift + 1
+    return q, shift
+
+
+def rounds_exactly(q: int, multiplier: float, v_max: float) -> bool:
+    """Whether an int8 engine and onnxruntime both give round(acc / (2 q)) for every even accumulator.
+
+    ``multiplier`` is s_in * s_w / s_out from the float32 scales as stored; ``v_max`` bounds |acc * M| over
+    the outputs that do not saturate. TFLite's first rounding must not carry a value across a half step:
+    the gap M - 2^-(R+1) has to exceed the error of its fixed-point multiplier over the range; onnxruntime's
+    float32 multiplier has to stay closer than M to the exact product.
+    """
+    ideal = 1 / (2 * q)
+    fixed, shift = tflite_multiplier(multiplier)
+    right_shift = -shift
+    if right_shift <= 0:
+        return True
+    fixed_error = abs(fixed / 2.0 ** (31 + right_shift) - ideal) / ideal
+    float_error = abs(multiplier - ideal) / ideal + FLOAT_MULTIPLIER_ERROR
+    return ideal - 2.0 ** -(right_shift + 1) > v_max * fixed_error and ideal > v_max * float_error
+
+
+def exact_channel_scale(s_in: float, s_out: float, weight_range: float, v_max: float) -> np.float32 | None:
+    """The smallest float32 weight scale >= ``weight_range`` / 126 giving M = 1/(2q), q odd, that rounds
+    exactly (:func:`rounds_exactly`; q = 1 is M = 1/2, which rounds once); None when there is none within
+    ``MAX_WIDENING`` of it (M > 1/2, or a multiplier too small for float32 scales to pin down)."""
+    s_min = max(weight_range, np.finfo(np.float32).tiny) / EVEN_WEIGHT_LIMIT
+    q = math.floor(s_out / (2 * s_in * s_min))
+    q -= 1 - q % 2  # the largest odd q whose scale is at least s_min
+    smallest_q = s_out / (2 * s_in * s_min * MAX_WIDENING)
+    while q >= max(1, smallest_q):
+        scale = np.float32(s_out / (2 * q * s_in))
+        if scale < s_min:
+            scale = np.nextafter(scale, np.float32(np.inf))
+        if rounds_exactly(q, float(np.float32(s_in)) * float(scale) / float(np.float32(s_out)), v_max):
+            return scale
+        q -= 2
+    return None
+
+
+def exact_requantization(model: onnx.ModelProto, float_weights: dict[str, np.ndarray]) -> list[str]:
+    """Make, in place, the int8 requantization of every QDQ Conv/Gemm/MatMul exact in integer engines.
+
+    ``float_weights`` holds the float initializers the quantizer started from (weights and biases, by
+    name; onnxruntime names their int8 copies ``<name>_quantized``): the even grid is rounded from them,
+    not from the int8 values. Layers with int16 activations, float inputs or outputs, weights with a zero
+    point or shared with another node are left alone. Returns the names of the layers changed.
+    """
+    producer, readers = _graph_maps(model)
+    init = {t.name: t for t in model.graph.initializer}
+    changed = []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+            continue
+        x_dq, w_dq, after = producer.get(node.input[0]), producer.get(node.input[1]), readers.get(node.output[0], [])
+        if (x_dq is None or w_dq is None or x_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear"
+                or len(after) != 1 or after[0].op_type != "QuantizeLinear"):
+            continue
+        x_q, y_q = _quantization(x_dq, init), _quantization(after[0], init)
+        w_name = w_dq.input[0]
+        source = float_weights.get(w_name.removesuffix("_quantized"))
+        if (x_q is None or y_q is None or source is None or w_name not in init or len(w_dq.input) < 2
+                or len(readers.get(w_name, [])) != 1 or len(readers.get(w_dq.output[0], [])) != 1):
+            continue
+        if len(w_dq.input) > 2 and np.any(numpy_helper.to_array(init[w_dq.input[2]])):
+            continue
+        bias_dq = producer.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        bias = None
+        if bias_dq is not None:
+            bias = float_weights.get(bias_dq.input[0].removesuffix("_quantized"))
+            if bias_dq.op_type != "DequantizeLinear" or bias is None or bias_dq.input[0] not in init:
+                continue
+        old = numpy_helper.to_array(init[w_dq.input[1]])
+        scales, exact = _exact_scales(old, source, w_dq, x_q, y_q)
+        if not exact.any():
+            continue
+        shape = [1] * source.ndim
+        if old.size > 1:
+            shape[_axis(w_dq, source.ndim)] = -1
+        weights = _round_to_grid(source / scales.reshape(shape), exact.reshape(shape))
+        _replace(init, w_name, np.clip(weights, -127, 127).astype(np.int8))
+        _replace(init, w_dq.input[1], scales.reshape(old.shape))
+        if bias_dq is not None:
+            bias_scales = (np.float32(x_q[0]) * scales).astype(np.float32)
+            steps = _round_to_grid(bias.astype(np.float64).reshape(-1) / bias_scales, exact)
+            _replace(init, bias_dq.input[0], np.clip(steps, -2**31, 2**31 - 2).astype(np.int32))
+            _replace(init, bias_dq.input[1], bias_scales.reshape(numpy_helper.to_array(init[bias_dq.input[1]]).shape))
+        changed.append(node.name)
+    return changed
+
+
+def _axis(dq: onnx.NodeProto, rank: int) -> int:
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    return axis % rank
+
+
+def _round_to_grid(steps: np.ndarray, even: np.ndarray) -> np.ndarray:
+    """``steps`` rounded to the nearest even integer where ``even``, to the nearest integer elsewhere."""
+    return np.where(even, 2 * np.round(steps / 2), np.round(steps))
+
+
+def _exact_scales(old: np.ndarray, source: np.ndarray, w_dq: onnx.NodeProto, x_q: tuple[float, int],
+                  y_q: tuple[float, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(weight scale per channel, whether the channel is exact): onnxruntime's scale where it cannot be."""
+    source = source.astype(np.float64)
+    if old.size > 1:
+        ranges = np.abs(np.moveaxis(source, _axis(w_dq, source.ndim), 0)).reshape(old.size, -1).max(axis=1)
+    else:
+        ranges = np.array([np.abs(source).max()])
+    v_max = 129 + abs(y_q[1])
+    scales = [exact_channel_scale(x_q[0], y_q[0], float(r), v_max) for r in ranges]
+    exact = np.array([s is not None for s in scales])
+    return np.array([old.reshape(-1)[i] if s is None else s for i, s in enumerate(scales)], np.float32), exact
+
+
+def _replace(init: dict[str, onnx.TensorProto], name: str, value: np.ndarray) -> None:
+    init[name].CopyFrom(numpy_helper.from_array(value, name))

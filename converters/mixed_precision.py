@@ -138,6 +138,7 @@ class QuantizeMixed:
     allow_int16: bool = True
     always_analyse: bool = True
     eval_data: str | None = None
+    integer_exact: bool = True
     name: str = "quantize-mixed"
 
     def __post_init__(self) -> None:
@@ -178,6 +179,7 @@ class QuantizeMixed:
         return quantize_static_model(
             artifact, trials, owner=self.name, per_channel=self.per_channel, calibrate=self.calibrate,
             exclude=[layer for layer, p in precision.items() if p == "float"], activation_overrides=overrides,
+            integer_exact=self.integer_exact,
         )
 
     def __call__(

@@ -6,6 +6,9 @@
   Entropy or Percentile. Nodes named in ``exclude`` stay in float: for the Guney SSVEP network keeping
   the 3-weight sub-band combination layer in float recovers most of what plain int8 loses (DESIGN.md).
   Distribution calibration is refused: onnxruntime meant it for float8, and it ruins integer models.
+  With ``integer_exact`` (the default) the int8 convolutions and fully connected layers get even weights
+  and multipliers 1/(2q), q odd (``converters.integer_scales``): one bit of weight resolution buys
+  TFLite / TFLite Micro / Ethos-U files that compute exactly what the ONNX QDQ model computes.
 - ``QuantizeDynamicInt8`` (``quantize-dynamic-int8``): int8 weights, activation ranges computed at run
   time (``quantize_dynamic``); needs no calibration. Worth it for MatMul/Gemm-heavy graphs only.
 - ``QuantizeInt4Weights`` (``quantize-int4-weights``): weight-only blockwise int4 for MatMul with a
@@ -27,8 +30,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
-from converters.integer_scales import tie_free_average_pools
+from converters.integer_scales import exact_requantization, tie_free_average_pools
 from edge.artifact import Artifact
 from edge.errors import PassError
 
@@ -82,11 +86,14 @@ def quantize_static_model(
     exclude: list[str] | None = None,
     only: list[str] | None = None,
     activation_overrides: dict[str, str] | None = None,
+    integer_exact: bool = True,
 ) -> onnx.ModelProto:
     """Static QDQ quantization of ``artifact``'s graph, calibrated on ``calibration`` (already sliced).
 
     ``only`` restricts quantization to those nodes (``nodes_to_quantize``); ``activation_overrides`` maps
     activation tensor names to "int16" for per-tensor 16-bit activations in an otherwise int8 model.
+    ``integer_exact`` puts the weights of int8 layers on the even grid of ``converters.integer_scales``, so
+    TFLite, TFLite Micro and the Ethos-U compute the same int8 values as onnxruntime.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -142,12 +149,18 @@ def quantize_static_model(
             log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
             raise PassError(f"{owner} failed in onnxruntime.quantization: {str(exc).splitlines()[0]}") from None
         quantized = onnx.load(output)
+        float_weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(prepared).graph.initializer}
     log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
     if activations == "int8":
         changed = tie_free_average_pools(quantized)
         if changed:
             log.info("%s: output scale of %s widened by 1/32 so integer kernels round as onnxruntime does",
                      owner, ", ".join(changed))
+    if integer_exact:
+        changed = exact_requantization(quantized, float_weights)
+        if changed:
+            log.info("%s: even weights and exact multipliers in %d layers, so integer kernels round as onnxruntime",
+                     owner, len(changed))
     return quantized
 
 
@@ -160,6 +173,7 @@ class QuantizeInt8:
     exclude: list[str] = field(default_factory=list)
     calibration_trials: int = 256
     activations: str = "int8"
+    integer_exact: bool = True
     name: str = "quantize-int8"
 
     def __post_init__(self) -> None:
@@ -184,7 +198,7 @@ class QuantizeInt8:
         trials = calibration[: self.calibration_trials]
         quantized = quantize_static_model(
             artifact, trials, owner=self.name, per_channel=self.per_channel, calibrate=self.calibrate,
-            activations=self.activations, exclude=list(self.exclude),
+            activations=self.activations, exclude=list(self.exclude), integer_exact=self.integer_exact,
         )
         log.info("%s: %s activations, %d nodes excluded, calibrated on %d trials",
                  self.name, self.activations, len(self.exclude), len(trials))

@@ -123,7 +123,7 @@ def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calib
                       prune_nodes: tuple[str, ...] = (), sparsity: float | None = None,
                       sparsity_scope: str = "layer", nm: str | None = None, max_drop: float = 0.5,
                       eval_data: str | None = None, block_size: int = 32,
-                      accuracy_level: int | None = None) -> list[Any]:
+                      accuracy_level: int | None = None, integer_exact: bool = True) -> list[Any]:
     """The recipe the CLI flags describe: pruning first (float weights), then quantization."""
     passes: list[Any] = []
     if prune_channels is not None:
@@ -141,9 +141,10 @@ def recipe_from_flags(quantize: str | None, exclude: tuple[str, ...] = (), calib
         name = QUANTIZE_MODES[quantize]
         if name == "quantize-int8":
             params = {"exclude": list(exclude), "calibrate": calibrate, "per_channel": per_channel,
-                      "activations": "int16" if quantize == "int16" else "int8"}
+                      "activations": "int16" if quantize == "int16" else "int8", "integer_exact": integer_exact}
         elif name == "quantize-mixed":
-            params = {"max_drop": max_drop, "calibrate": calibrate, "per_channel": per_channel, "eval_data": eval_data}
+            params = {"max_drop": max_drop, "calibrate": calibrate, "per_channel": per_channel, "eval_data": eval_data,
+                      "integer_exact": integer_exact}
         elif name == "quantize-dynamic-int8":
             params = {"exclude": list(exclude)}
         else:

@@ -66,6 +66,9 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--full-int8", is_flag=True,
               help="Quantize every node, ignoring the model's keep-float list (NPUs and MCUs need it).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
+@click.option("--integer-exact/--no-integer-exact", default=True, show_default=True,
+              help="int8: even weights and exact multipliers, so TFLite, TFLite Micro and Ethos-U files compute "
+                   "the ONNX model's int8 values bit for bit (costs one bit of weight resolution).")
 @click.option("--max-drop", type=float, default=0.5, show_default=True, metavar="POINTS",
               help="With --quantize mixed: largest accuracy drop allowed, in percentage points.")
 @click.option("--eval-data", metavar="DATASPEC",
@@ -118,7 +121,8 @@ def inspect(model: str, as_json: bool) -> None:
               help="NIR files: time steps per sample recorded in the artifact (default 100).")
 @json_option
 def convert(model: str, output: str, quantize: str | None, recipe: str | None, calibration: str | None,
-            calibrate: str, exclude: tuple[str, ...], full_int8: bool, per_channel: bool, max_drop: float, eval_data: str | None,
+            calibrate: str, exclude: tuple[str, ...], full_int8: bool, per_channel: bool, integer_exact: bool,
+            max_drop: float, eval_data: str | None,
             block_size: int, prune_channels: float | None,
             prune_nodes: tuple[str, ...], sparsity: float | None, sparsity_scope: str, nm: str | None,
             prune_method: str, act_sparsity: float | None, act_method: str, drop_modules: str | None,
@@ -165,7 +169,7 @@ def convert(model: str, output: str, quantize: str | None, recipe: str | None, c
         passes = load_recipe(recipe) if recipe else recipe_from_flags(
             quantize, exclude, calibrate, per_channel, prune_channels=prune_channels, prune_nodes=prune_nodes,
             sparsity=sparsity, sparsity_scope=sparsity_scope, nm=nm, max_drop=max_drop, eval_data=eval_data,
-            block_size=block_size, accuracy_level=accuracy_level)
+            block_size=block_size, accuracy_level=accuracy_level, integer_exact=integer_exact)
     if clip:
         if recipe:
             raise click.UsageError("give --clip in the recipe ([[pass]] name = \"clip-ftclipact\") or as a flag, not both.")

@@ -58,6 +58,14 @@ PRUNE_NODES = {
 }
 # Data folders a model's data specs need; the model is skipped with a note when one is absent.
 NEEDS = {"eegnet-mmi-s001": MMI}
+# Zoo models whose family has converters of its own (no static int8 / channel pruning of classifiers), measured
+# by their own benchmark.
+OWN_BENCHMARK = {
+    "llama-shakespeare-char": "benchmarks/llm_sparsity.py (dense, unstructured / 2:4 / activation sparsity, "
+                              "LLM-Drop, FFN and head pruning, dynamic int8, int4, combined; perplexity and tokens/s)",
+    "snn-ssvep-delta": "benchmarks/snn.py (fp32, int8 connections, fp32 / int8 TFLite in LiteRT and TFLite Micro; "
+                       "accuracy, SynOps, us/step)",
+}
 
 
 @dataclass
@@ -121,6 +129,9 @@ def variants(model: str, reference: Artifact, calibration: np.ndarray, validatio
 
 
 def benchmark(model: str, args: argparse.Namespace) -> None:
+    if model in OWN_BENCHMARK:
+        print(f"\n{model}: measured by {OWN_BENCHMARK[model]}.")
+        return
     reference = read_artifact(zoo_path(model))
     extra = reference.meta.extra
     heldout_spec = resolve(extra.get("heldout_data") or HELDOUT.get(model, ""))
@@ -167,7 +178,7 @@ def benchmark(model: str, args: argparse.Namespace) -> None:
 
 
 NOTE = """
-Variants: fp32 = the zoo file. int8 = QuantizeInt8 (static QDQ, per-channel int8 weights, int8 activations,
+Variants: fp32 = the zoo file. int8 = QuantizeInt8 (static QDQ, per-channel int8 weights on the even grid TFLite reproduces exactly, int8 activations,
 MinMax on the model's calibration data) with the model's own keep_float nodes left in float. int8 + 50 % ch.
 = PruneChannels(ratio=0.5) of the listed Conv nodes (smallest L1 filters), fine-tuned with the family's recipe
 where one exists (SSVEP only), then the same int8 pass. mixed = QuantizeMixed (int8 everywhere, then the most

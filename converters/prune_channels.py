@@ -2,15 +2,20 @@
 
 For each named Conv (in graph order) the ``ratio`` of filters with the smallest L1 norm go: the
 Conv's weight and bias lose those output channels, and every consumer of its output is rewritten to
-match, through any element-wise ``Relu``/``LeakyRelu``/``Identity``/``Sigmoid``/``Tanh`` in between:
+match, through any channel-wise op in between (``Relu``, ``LeakyRelu``, ``Elu``, ``Identity``, ``Sigmoid``,
+``Tanh``, average and max pooling; ``BatchNormalization`` loses the channels' statistics too):
 
 * a Conv (``group=1``) reading it loses the matching input channels of its weight;
+* a depthwise Conv (one input channel per group, ``D`` filters each, as in EEGNet) loses the whole
+  groups of the removed channels: their ``D`` filters and biases go, ``group`` shrinks, and the removal
+  carries on through its own consumers, so EEGNet's temporal filters take their spatial filters, and the
+  separable convolution's depthwise part, with them;
 * ``Flatten(axis=1)`` followed by ``Gemm``/``MatMul`` loses the matching rows of the dense weight.
   Flatten orders features C x H x W, so channel ``c`` owns features ``c*H*W .. (c+1)*H*W - 1``; for
   Gemm these are columns of ``B`` when ``transB=1`` and rows when ``transB=0``.
 
-Anything else downstream (a graph output, a Reshape, an Add joining two branches, a grouped Conv, a
-weight shared with another node) is refused with a PassError naming the node and why. Op types are
+Anything else downstream (a graph output, a Reshape, an Add joining two branches, a grouped Conv that
+is not depthwise, a weight shared with another node) is refused with a PassError naming the node and why. Op types are
 unchanged; shapes shrink, so MACs and dense-runtime latency go down. The result is checked with
 ``onnx.checker`` and shape inference.
 
@@ -21,6 +26,7 @@ unchanged; shapes shrink, so MACs and dense-runtime latency go down. The result 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,7 +42,8 @@ __all__ = ["PruneChannels"]
 log = logging.getLogger("edge")
 
 CRITERIA = ("l1", "l2")
-_ELEMENTWISE = {"Relu", "LeakyRelu", "Identity", "Sigmoid", "Tanh"}
+#: Ops that keep channel c in channel c (element-wise or spatial only).
+_CHANNELWISE = {"Relu", "LeakyRelu", "Elu", "Identity", "Sigmoid", "Tanh", "AveragePool", "MaxPool"}
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -111,13 +118,24 @@ class PruneChannels:
         _set(weight, values[keep])
         if bias is not None:
             _set(bias, numpy_helper.to_array(bias)[keep])
-        for tensor, axis, index in edits:
-            _set(tensor, np.take(numpy_helper.to_array(tensor), index, axis=axis))
+        for edit in edits:
+            edit()
         return len(keep), total
 
 
 def _set(tensor: onnx.TensorProto, values: np.ndarray) -> None:
     tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(values), tensor.name))
+
+
+def _slice(tensor: onnx.TensorProto, axis: int, index: np.ndarray) -> Callable[[], None]:
+    """An edit keeping ``index`` along ``axis`` of ``tensor``, applied once every consumer has been checked."""
+    return lambda: _set(tensor, np.take(numpy_helper.to_array(tensor), index, axis=axis))
+
+
+def _set_group(node: onnx.NodeProto, groups: int) -> Callable[[], None]:
+    def edit() -> None:
+        next(a for a in node.attribute if a.name == "group").i = groups
+    return edit
 
 
 def _own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int,
@@ -134,20 +152,25 @@ def _own_initializer(graph: onnx.GraphProto, node: onnx.NodeProto, slot: int,
 
 
 def _consumer_edits(graph: onnx.GraphProto, tensor: str, keep: np.ndarray, total: int, shapes: dict[str, int],
-                    initializers: dict[str, onnx.TensorProto], where: str) -> list[tuple[onnx.TensorProto, int, np.ndarray]]:
-    """(initializer, axis, indices to keep) for every consumer of a pruned channel tensor."""
+                    initializers: dict[str, onnx.TensorProto], where: str) -> list[Callable[[], None]]:
+    """The edits (checked, not yet applied) every consumer of a pruned channel tensor needs."""
     if any(o.name == tensor for o in graph.output):
         raise PassError(f"{where}: its output '{tensor}' is a graph output, whose shape must not change.")
     consumers = [n for n in graph.node if tensor in n.input]
-    edits = []
+    edits: list[Callable[[], None]] = []
     for user in consumers:
         slot = list(user.input).index(tensor)
-        if user.op_type in _ELEMENTWISE:
+        if user.op_type in _CHANNELWISE and slot == 0:
             edits += _consumer_edits(graph, user.output[0], keep, total, shapes, initializers, where)
+        elif user.op_type == "BatchNormalization" and slot == 0:
+            for stat in range(1, 5):
+                edits.append(_slice(_own_initializer(graph, user, stat, initializers, f"{where} feeds '{user.name}'"),
+                                    0, keep))
+            edits += _consumer_edits(graph, user.output[0], keep, total, shapes, initializers, where)
+        elif user.op_type == "Conv" and slot == 0 and _attr(user, "group", 1) == 1:
+            edits.append(_slice(_own_initializer(graph, user, 1, initializers, f"{where} feeds '{user.name}'"), 1, keep))
         elif user.op_type == "Conv" and slot == 0:
-            if _attr(user, "group", 1) != 1:
-                raise PassError(f"{where} feeds grouped Conv '{user.name}', whose input channels cannot be removed alone.")
-            edits.append((_own_initializer(graph, user, 1, initializers, f"{where} feeds '{user.name}'"), 1, keep))
+            edits += _depthwise_edits(graph, user, keep, total, shapes, initializers, where)
         elif user.op_type == "Flatten" and _attr(user, "axis", 1) == 1:
             if tensor not in shapes:
                 raise PassError(f"{where} feeds Flatten '{user.name}' but the spatial size of '{tensor}' is unknown.")
@@ -160,8 +183,27 @@ def _consumer_edits(graph: onnx.GraphProto, tensor: str, keep: np.ndarray, total
     return edits
 
 
+def _depthwise_edits(graph: onnx.GraphProto, conv: onnx.NodeProto, keep: np.ndarray, total: int,
+                     shapes: dict[str, int], initializers: dict[str, onnx.TensorProto],
+                     where: str) -> list[Callable[[], None]]:
+    """A grouped Conv with one input channel per group loses the groups of the removed channels, and passes
+    the removal of their filters on to its own consumers."""
+    groups = _attr(conv, "group", 1)
+    here = f"{where} feeds '{conv.name}'"
+    weight = _own_initializer(graph, conv, 1, initializers, here)
+    if groups != total or weight.dims[1] != 1 or weight.dims[0] % groups:
+        raise PassError(f"{where} feeds grouped Conv '{conv.name}' (group={groups}), which is not depthwise over "
+                        f"its {total} input channels, so its input channels cannot be removed alone.")
+    per_group = weight.dims[0] // groups
+    rows = (keep[:, None] * per_group + np.arange(per_group)[None, :]).reshape(-1)
+    edits = [_slice(weight, 0, rows), _set_group(conv, len(keep))]
+    if len(conv.input) > 2 and conv.input[2]:
+        edits.append(_slice(_own_initializer(graph, conv, 2, initializers, here), 0, rows))
+    return edits + _consumer_edits(graph, conv.output[0], rows, weight.dims[0], shapes, initializers, here)
+
+
 def _dense_edits(graph: onnx.GraphProto, flatten: onnx.NodeProto, rows: np.ndarray, features: int,
-                 initializers: dict[str, onnx.TensorProto], where: str) -> list[tuple[onnx.TensorProto, int, np.ndarray]]:
+                 initializers: dict[str, onnx.TensorProto], where: str) -> list[Callable[[], None]]:
     tensor = flatten.output[0]
     if any(o.name == tensor for o in graph.output):
         raise PassError(f"{where}: Flatten '{flatten.name}' output is a graph output, whose shape must not change.")
@@ -179,7 +221,7 @@ def _dense_edits(graph: onnx.GraphProto, flatten: onnx.NodeProto, rows: np.ndarr
         if len(weight.dims) != 2 or weight.dims[axis] != features:
             raise PassError(f"{where}: weight of '{user.name}' has shape {list(weight.dims)}, expected {features} "
                             f"flattened features along axis {axis}.")
-        edits.append((weight, axis, rows))
+        edits.append(_slice(weight, axis, rows))
     return edits
 
 

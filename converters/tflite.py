@@ -34,10 +34,13 @@ outside ``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node. The t
 QUANTIZE / DEQUANTIZE (for NPUs) and records the I/O scales there.
 
 Numerics: TFLite kernels requantize with fixed-point multipliers and two roundings, onnxruntime with
-a float multiplier and one, so a value lying within about 2^-9 of a step of a rounding boundary can
-land one step apart; outputs match the ONNX QDQ model to a step, not bit for bit. Exact ties would
-part ways systematically; ``converters.integer_scales`` sets average-pooling output scales so that none
-occur, and such a pool is lowered as a depthwise convolution, which rounds once.
+a float multiplier and one, so in general a value lying just below a half step (within 2^-(R+1) of a
+step for a multiplier in [2^-(R+1), 2^-R)) lands one step apart. ``QuantizeInt8`` (``integer_exact``, the default) chooses weights and
+scales for which the two agree (``converters.integer_scales``): its convolutions and fully connected
+layers export bit for bit. Exact ties in average pooling would part ways systematically; the pool output
+scales are set so that none occur, and such a pool is lowered as a depthwise convolution, which rounds
+once. What remains: a float model input exactly halfway between two steps (QUANTIZE rounds it away from
+zero, onnxruntime to even), and ops whose TFLite kernels rescale differently (ADD, MUL, MEAN, LUTs).
 """
 
 from __future__ import annotations

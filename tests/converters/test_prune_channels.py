@@ -179,3 +179,68 @@ def test_finetune_refuses_other_graphs() -> None:
 
     with pytest.raises(PassError, match="fine-tunes SSVEP networks; this artifact's family is 'unknown'"):
         finetune_pruned_ssvep(Artifact.from_model(two_conv_model()))
+
+
+def depthwise_model(zero: tuple[int, ...]) -> onnx.ModelProto:
+    """EEGNet's shape in small: Conv(4) -> BatchNorm -> depthwise Conv(group 4, 2 filters each) -> Elu ->
+    AveragePool -> depthwise Conv(group 8) -> Conv(8 -> 3) -> Flatten -> Gemm. Filters in ``zero`` of the
+    first Conv, and every channel they feed, are zeros (the BatchNorm passes them on as zeros)."""
+    rng = np.random.default_rng(4)
+    values = {
+        "w1": rng.normal(size=(4, 1, 1, 5)), "b1": rng.normal(size=4),
+        "scale": rng.uniform(0.5, 2, 4), "shift": rng.normal(size=4), "mean": rng.normal(size=4),
+        "var": rng.uniform(0.5, 2, 4), "w2": rng.normal(size=(8, 1, 2, 1)), "b2": rng.normal(size=8),
+        "w3": rng.normal(size=(8, 1, 1, 3)), "w4": rng.normal(size=(3, 8, 1, 1)), "fc": rng.normal(size=(2, 3 * 4)),
+    }
+    values = {k: v.astype(np.float32) for k, v in values.items()}
+    for c in zero:
+        values["w1"][c] = values["b1"][c] = 0
+        values["shift"][c], values["mean"][c] = 0, 0
+        values["w2"][2 * c : 2 * c + 2] = values["b2"][2 * c : 2 * c + 2] = 0
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="temporal", pads=[0, 2, 0, 2]),
+        helper.make_node("BatchNormalization", ["c1", "scale", "shift", "mean", "var"], ["n1"], name="bn"),
+        helper.make_node("Conv", ["n1", "w2", "b2"], ["c2"], name="spatial", group=4),
+        helper.make_node("Elu", ["c2"], ["e"], name="elu"),
+        helper.make_node("AveragePool", ["e"], ["p"], name="pool", kernel_shape=[1, 2], strides=[1, 2]),
+        helper.make_node("Conv", ["p", "w3"], ["c3"], name="depth", group=8, pads=[0, 1, 0, 1]),
+        helper.make_node("Conv", ["c3", "w4"], ["c4"], name="point"),
+        helper.make_node("Flatten", ["c4"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(nodes, "depthwise", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                              [numpy_helper.from_array(v, k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def test_depthwise_groups_follow_their_input_channel() -> None:
+    parent = Artifact.from_model(depthwise_model(zero=(0, 2)))
+    child = PruneChannels(ratio=0.5, nodes=["temporal"])(parent)
+    w, before = weights(child.model), weights(parent.model)
+    assert w["w1"].shape == (2, 1, 1, 5) and w["scale"].shape == w["var"].shape == (2,)
+    assert np.array_equal(w["w2"], before["w2"][[2, 3, 6, 7]]) and np.array_equal(w["b2"], before["b2"][[2, 3, 6, 7]])
+    assert np.array_equal(w["w3"], before["w3"][[2, 3, 6, 7]])
+    assert np.array_equal(w["w4"], before["w4"][:, [2, 3, 6, 7]])
+    groups = {n.name: next(a.i for a in n.attribute if a.name == "group") for n in child.model.graph.node
+              if any(a.name == "group" for a in n.attribute)}
+    assert groups == {"spatial": 2, "depth": 4}
+    x = np.random.default_rng(0).normal(size=(16, 1, 2, 8)).astype(np.float32)
+    np.testing.assert_allclose(predict(child, x), predict(parent, x), rtol=0, atol=1e-5)
+    assert summarize(child.model).macs < 0.6 * summarize(parent.model).macs
+
+
+def test_eegnet_temporal_and_separable_filters_can_go() -> None:
+    from edge import read_artifact, zoo_path
+
+    eegnet = read_artifact(zoo_path("eegnet-mmi-s001"))
+    child = PruneChannels(ratio=0.5, nodes=["/temporal/Conv", "/separable_point/Conv"])(eegnet)
+    shapes = {t.name: tuple(t.dims) for t in child.model.graph.initializer}
+    weight = {n.name: shapes[n.input[1]] for n in child.model.graph.node if n.op_type == "Conv"}
+    assert weight == {"/temporal/Conv": (4, 1, 1, 80), "/spatial/Conv": (8, 1, 21, 1),
+                      "/separable_depth/Conv": (8, 1, 1, 16), "/separable_point/Conv": (8, 8, 1, 1)}
+    x = np.random.default_rng(0).normal(size=(2, *eegnet.meta.inputs[0].shape[1:])).astype(np.float32)
+    assert predict(child, x).shape == (2, 2)
+    assert summarize(child.model).macs < 0.55 * summarize(eegnet.model).macs

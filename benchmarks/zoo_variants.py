@@ -178,10 +178,11 @@ def benchmark(model: str, args: argparse.Namespace) -> None:
 
 
 NOTE = """
-Variants: fp32 = the zoo file. int8 = QuantizeInt8 (static QDQ, per-channel int8 weights on the even grid TFLite reproduces exactly, int8 activations,
-MinMax on the model's calibration data) with the model's own keep_float nodes left in float. int8 + 50 % ch.
-= PruneChannels(ratio=0.5) of the listed Conv nodes (smallest L1 filters), fine-tuned with the family's recipe
-where one exists (SSVEP only), then the same int8 pass. mixed = QuantizeMixed (int8 everywhere, then the most
+Variants: fp32 = the zoo file. int8 = QuantizeInt8 (static QDQ, per-channel int8 weights on the even grid that
+TFLite reproduces exactly, int8 activations, MinMax on the model's calibration data) with the model's own
+keep_float nodes left in float. int8 + 50 % ch. = PruneChannels(ratio=0.5) of the listed Conv nodes (smallest
+L1 filters; EEGNet's depthwise groups follow their temporal filter), fine-tuned with the family's recipe where
+one exists (SSVEP only), then the same int8 pass. mixed = QuantizeMixed (int8 everywhere, then the most
 sensitive layers moved to int16 activations or float until the drop on the validation data is within budget).
 Ratios are variant / fp32 from this run (p50 x < 1 is faster); agree % is top-1 agreement with fp32."""
 

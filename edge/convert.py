@@ -90,6 +90,8 @@ def convert(
     if source_path is not None and output.exists() and output.resolve() == source_path.resolve():
         raise ModelWriteError("the output path is the input model; choose another -o so the original is kept.",
                               where=str(output))
+    if not output.parent.is_dir():  # found before the passes run, not after
+        raise ModelWriteError(f"the folder '{output.parent}' does not exist.", where=str(output))
     if not passes:
         raise PassError("the recipe is empty: give --quantize int8, a pruning flag or --recipe FILE.")
     unknown = sorted(set(exports) - set(EXPORTS))

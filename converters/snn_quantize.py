@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
+from converters.integer_scales import exact_requantization
 from converters.quantize import _plain_model, check_calibrate_method
 from edge.artifact import Artifact
 from edge.errors import PassError
@@ -173,4 +175,7 @@ class QuantizeSpiking:
                 log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
                 raise PassError(f"{self.name} failed in onnxruntime.quantization: {str(exc).splitlines()[0]}") from None
             log.debug("onnxruntime.quantization output:\n%s", chatter.getvalue())
-            return onnx.load(output)
+            quantized = onnx.load(output)
+            float_weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(prepared).graph.initializer}
+        exact_requantization(quantized, float_weights)  # connections export bit for bit (converters.integer_scales)
+        return quantized

@@ -81,13 +81,24 @@ SUPPORTED_OPS = {
     "Where": "SELECT_V2 (float values; constants broadcast at the output's rank)",
     "Identity": "nothing (an alias); RESHAPE copy when a graph output would share a tensor",
     "Unsqueeze": "RESHAPE (float; not on the batch axis)",
-    "Concat": "CONCATENATION (float; not on the batch axis)",
+    "Concat": "CONCATENATION (int8 inputs requantized to the output's scale, or float; not on the batch axis)",
     "Slice": "STRIDED_SLICE (float; positive steps; not on the batch axis)",
     "ReduceSum": "SUM (float; constant axes, not the batch axis)",
+    "Softmax": "SOFTMAX (last axis or channels; int8 output scale 1/256, zero point -128)",
+    "Sigmoid": "LOGISTIC (int8 output scale 1/256, zero point -128)",
+    "Tanh": "TANH (int8 output scale 1/128, zero point 0)",
+    "Clip": "fused RELU6 / RELU_N1_TO_1 / RELU for bounds (0, 6) / (-1, 1) / (0, inf), or MAXIMUM and MINIMUM "
+            "(constant bounds)",
+    "GlobalAveragePool": "MEAN over the spatial axes",
+    "ReduceMean": "MEAN (constant axes, not the batch axis)",
+    "Transpose": "TRANSPOSE (not moving the batch axis)",
+    "Pad": "PAD (constant mode with value 0, constant non-negative pads, not on the batch axis)",
 }
 
 _NHWC = (0, 2, 3, 1)
 _NCHW = (0, 3, 1, 2)
+#: The int8 output (scale, zero point) TFLite's kernels assume: LiteRT refuses any other, TFLite Micro ignores it.
+_FIXED_OUTPUT = {"SOFTMAX": (1 / 256, -128), "LOGISTIC": (1 / 256, -128), "TANH": (1 / 128, 0)}
 
 
 def _schema() -> Any:
@@ -565,19 +576,29 @@ class _Exporter:
         out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
         if x.dtype == "int8" and out_q is None:
             raise self._fail(node, "an int8 input needs a QuantizeLinear on the output.")
-        fusable = x.producer is not None and self.readers.get(x.tensor, 0) == 0 and \
-            len(self._effective_readers(self._source(node.input[0]))) == 1
-        op = self.operators[x.producer] if x.producer is not None else None
-        same_q = out_q is None or (np.float32(out_q[0]) == np.float32(x.scale) and out_q[1] == x.zero_point)
-        if fusable and op is not None and same_q and hasattr(op.builtinOptions, "fusedActivationFunction") \
-                and op.builtinOptions.fusedActivationFunction == self.s.ActivationFunctionType.NONE:
-            op.builtinOptions.fusedActivationFunction = self.s.ActivationFunctionType.RELU
-            self._finish(node, x, out_q)
+        if self._fuse(node, x, out_q, "RELU"):
             return
         kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if out_q else {}
         out = self._like(x, node.output[0], x.shape, x.layout, **kwargs)
         out.producer = self._op("RELU", [x.tensor], [out.tensor])
         self._finish(node, out, out_q)
+
+    def _fuse(self, node: onnx.NodeProto, x: _Value, out_q: tuple[float, int, str] | None, activation: str) -> bool:
+        """Fold ``node`` into the op that wrote ``x`` as its fused ``activation``, if that is the same computation.
+
+        It is when nothing else reads ``x`` and the quantization is unchanged: a fused int8 activation clamps
+        the producer's own output grid at the quantized bounds, which is what Q(clamp(DQ(x))) gives.
+        """
+        fusable = x.producer is not None and self.readers.get(x.tensor, 0) == 0 and \
+            len(self._effective_readers(self._source(node.input[0]))) == 1
+        op = self.operators[x.producer] if x.producer is not None else None
+        same_q = out_q is None or (np.float32(out_q[0]) == np.float32(x.scale) and out_q[1] == x.zero_point)
+        if not (fusable and op is not None and same_q and hasattr(op.builtinOptions, "fusedActivationFunction")
+                and op.builtinOptions.fusedActivationFunction == self.s.ActivationFunctionType.NONE):
+            return False
+        op.builtinOptions.fusedActivationFunction = getattr(self.s.ActivationFunctionType, activation)
+        self._finish(node, x, out_q)
+        return True
 
     def _source(self, name: str) -> str:
         """The output of the compute node behind ``name``, looking back through activation Q/DQ."""
@@ -714,6 +735,185 @@ class _Exporter:
         out.producer = self._op("ELU", [x.tensor], [out.tensor])
         self._finish(node, out, out_q)
 
+    # -- activations with a bounded range, Clip --------------------------------------------------------
+    def _bounded(self, node: onnx.NodeProto, x: _Value, code: str, options: Any = None) -> None:
+        """SOFTMAX, LOGISTIC or TANH, int8 when the ONNX graph quantizes the output, float otherwise.
+
+        TFLite's int8 kernels write a fixed output grid (``_FIXED_OUTPUT``; LiteRT refuses any other and TFLite
+        Micro silently assumes it), so an int8 output quantized differently cannot be exported as int8.
+        """
+        out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
+        if x.dtype == "int8" and out_q is None:
+            x = self._float(x)
+        if out_q:
+            scale, zero_point = _FIXED_OUTPUT[code]
+            if np.float32(out_q[0]) != np.float32(scale) or out_q[1] != zero_point:
+                raise self._fail(node, f"TFLite's int8 {code} writes scale 1/{round(1 / scale)} and zero point "
+                                       f"{zero_point}; the QuantizeLinear after it has scale {out_q[0]:.6g} and zero "
+                                       f"point {out_q[1]}. Quantize that tensor with TFLite's scale and zero point "
+                                       f"(onnxruntime: TensorQuantOverrides) or leave its reader in float.")
+        kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if out_q else {}
+        out = self._like(x, node.output[0], x.shape, x.layout, **kwargs)
+        out.producer = self._op(code, [x.tensor], [out.tensor], options)
+        self._finish(node, out, out_q)
+
+    def _lower_Sigmoid(self, node: onnx.NodeProto) -> None:
+        self._bounded(node, self._input(node, 0), "LOGISTIC")
+
+    def _lower_Tanh(self, node: onnx.NodeProto) -> None:
+        self._bounded(node, self._input(node, 0), "TANH")
+
+    def _lower_Softmax(self, node: onnx.NodeProto) -> None:
+        x = self._input(node, 0)
+        rank = len(x.shape)
+        opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        axis = _attr(node, "axis", -1 if opset >= 13 else 1) % rank
+        if opset < 13 and axis != rank - 1:
+            raise self._fail(node, "before opset 13 Softmax normalises over every axis from 'axis' on.")
+        if rank == 4 and axis == 1:  # channels: the last axis in NHWC
+            x = self._as(x, "nhwc")
+        elif axis == rank - 1:
+            x = self._as(x, "nchw")
+        else:
+            raise self._fail(node, f"TFLite SOFTMAX normalises the last axis (or the channels); got axis {axis} "
+                                   f"of a rank-{rank} tensor.")
+        options = self.s.SoftmaxOptionsT()
+        options.beta = 1.0
+        self._bounded(node, x, "SOFTMAX", options)
+
+    def _lower_Clip(self, node: onnx.NodeProto) -> None:
+        low, high = self._clip_bounds(node)
+        if low == -np.inf and high == np.inf:
+            raise self._fail(node, "it has neither min nor max (a no-op: remove it before export).")
+        x = self._input(node, 0)
+        out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
+        if x.dtype == "int8" and out_q is None:  # a float clip: a fused int8 clamp would round its bounds
+            x = self._float(x)
+        fused = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1", (0.0, np.inf): "RELU"}.get((low, high))
+        if fused and self._fuse(node, x, out_q, fused):
+            return
+        if out_q:  # requantize first: clamping at bounds quantized with the output scale is then exact
+            x = self._requantize(x, out_q[0], out_q[1], f"{node.output[0]}_requantized")
+        for code, bound in (("MAXIMUM", low), ("MINIMUM", high)):
+            if np.isfinite(bound):
+                x = self._clamp(node, x, code, bound)
+        self._finish(node, x, out_q)
+
+    def _clip_bounds(self, node: onnx.NodeProto) -> tuple[float, float]:
+        """Constant (min, max) of a Clip, from its inputs (opset >= 11) or attributes; absent is infinite."""
+        bounds = [_attr(node, "min", -np.inf), _attr(node, "max", np.inf)]
+        for i in (1, 2):
+            if len(node.input) > i and node.input[i]:
+                if not self._is_constant(node.input[i]):
+                    raise self._fail(node, "its min and max must be constants.")
+                bounds[i - 1] = self._float_constant(node.input[i]).reshape(-1)[0]
+        return float(bounds[0]), float(bounds[1])
+
+    def _clamp(self, node: onnx.NodeProto, x: _Value, code: str, bound: float) -> _Value:
+        """``code`` (MAXIMUM / MINIMUM) of ``x`` and a constant broadcast at its rank, quantized like ``x``.
+
+        An int8 bound at or beyond the end of the int8 range clamps nothing and is left out.
+        """
+        shape = (1,) * len(x.shape)
+        if x.dtype == "int8":  # rounded half to even, as ONNX's QuantizeLinear rounds the clipped value
+            q = np.round(np.float32(bound) / np.float32(x.scale)) + x.zero_point
+            if (code == "MAXIMUM" and q <= -128) or (code == "MINIMUM" and q >= 127):
+                return x
+            const = self._tensor(f"{node.name}_{code.lower()}", shape, "int8", data=np.full(shape, q),
+                                 scale=x.scale, zero_point=x.zero_point)
+        else:
+            const = self._tensor(f"{node.name}_{code.lower()}", shape, "float32", data=np.full(shape, bound))
+        out = self._like(x, f"{node.output[0]}_{code.lower()}", x.shape, x.layout)
+        out.producer = self._op(code, [x.tensor, const], [out.tensor])
+        return out
+
+    # -- int8 or float data movement and means ------------------------------------------------------
+    def _moved_input(self, node: onnx.NodeProto, x: _Value) -> tuple[_Value, tuple[float, int, str] | None]:
+        """``x`` as a data-movement op reads it, and the op's output quantization.
+
+        TFLite's int8 TRANSPOSE / PAD / CONCATENATION copy bytes, so their output keeps the input's quantization
+        and ``_moved_output`` requantizes to the ONNX output's; an int8 input whose output the ONNX graph does not
+        quantize is dequantized first.
+        """
+        out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
+        return (self._float(x) if x.dtype == "int8" and out_q is None else x), out_q
+
+    def _moved_output(self, node: onnx.NodeProto, out: _Value, out_q: tuple[float, int, str] | None) -> None:
+        if out_q:
+            out = self._requantize(out, out_q[0], out_q[1], out_q[2])
+        self._finish(node, out, out_q)
+
+    def _lower_Transpose(self, node: onnx.NodeProto) -> None:
+        x, out_q = self._moved_input(node, self._input(node, 0))
+        rank = len(x.shape)
+        perm = [int(p) for p in _attr(node, "perm", range(rank - 1, -1, -1))]
+        if perm[0] != 0:
+            raise self._fail(node, f"perm {perm} moves the batch axis, which the TFLite file leaves free.")
+        if x.layout == "nhwc":  # axis a of the ONNX tensor is axis _NCHW[a] of the NHWC one
+            perm = [_NCHW[p] for p in perm]
+        shape = self.shapes[node.output[0]]
+        out = self._like(x, node.output[0], shape, "nchw" if len(shape) == 4 else "plain")
+        out.producer = self._op("TRANSPOSE", [x.tensor, self._const_i32(perm)], [out.tensor], self.s.TransposeOptionsT())
+        self._moved_output(node, out, out_q)
+
+    def _lower_Pad(self, node: onnx.NodeProto) -> None:
+        mode = _attr(node, "mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "constant":
+            raise self._fail(node, f"mode '{mode}' has no TFLite PAD equivalent; only constant padding is lowered.")
+        for i in (1, 2, 3):
+            if len(node.input) > i and node.input[i] and not self._is_constant(node.input[i]):
+                raise self._fail(node, "its pads, constant value and axes must be constants.")
+        value = float(self._float_constant(node.input[2]).reshape(-1)[0]) if len(node.input) > 2 and node.input[2] \
+            else float(_attr(node, "value", 0.0))
+        if value != 0.0:  # TFLite's int8 PAD fills with the zero point, i.e. 0
+            raise self._fail(node, f"it pads with {value:g}; only 0 (the zero point in int8) is lowered.")
+        x, out_q = self._moved_input(node, self._input(node, 0))
+        rank = len(x.shape)
+        pads = self._constant(node.input[1])[0].reshape(-1).tolist() if len(node.input) > 1 \
+            else list(_attr(node, "pads", []))
+        axes = self._axes(node, 3, rank) or list(range(rank))
+        begin, end = dict(zip(axes, pads[:len(axes)])), dict(zip(axes, pads[len(axes):]))
+        if begin.get(0) or end.get(0):
+            raise self._fail(node, "it pads the batch axis, which the TFLite file leaves free.")
+        if any(p < 0 for p in pads):
+            raise self._fail(node, f"negative pads (cropping) are not supported; got {pads}.")
+        order = _NHWC if x.layout == "nhwc" else range(rank)
+        paddings = [[int(begin.get(a, 0)), int(end.get(a, 0))] for a in order]
+        out = self._like(x, node.output[0], self.shapes[node.output[0]], x.layout)
+        out.producer = self._op("PAD", [x.tensor, self._const_i32(paddings)], [out.tensor], self.s.PadOptionsT())
+        self._moved_output(node, out, out_q)
+
+    def _mean(self, node: onnx.NodeProto, axes: list[int], keepdims: bool) -> None:
+        """MEAN over ``axes`` (ONNX numbering); an int8 MEAN rescales to the output quantization itself."""
+        if 0 in axes:
+            raise self._fail(node, "it averages over the batch axis, which the TFLite file leaves free.")
+        x = self._input(node, 0)
+        kept = [a for a in _NHWC if a not in axes]
+        if x.layout == "nhwc" and not keepdims and kept != sorted(kept):  # the result would be in NHWC order
+            x = self._as(x, "nchw")
+        out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
+        if x.dtype == "int8" and out_q is None:
+            x = self._float(x)
+        options = self.s.ReducerOptionsT()
+        options.keepDims = keepdims
+        kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if out_q else {}
+        out = self._like(x, node.output[0], self.shapes[node.output[0]], x.layout if keepdims else "plain", **kwargs)
+        tflite_axes = sorted(_NHWC.index(a) for a in axes) if x.layout == "nhwc" else sorted(axes)
+        out.producer = self._op("MEAN", [x.tensor, self._const_i32(tflite_axes)], [out.tensor], options)
+        self._finish(node, out, out_q)
+
+    def _lower_GlobalAveragePool(self, node: onnx.NodeProto) -> None:
+        self._mean(node, list(range(2, len(self._input(node, 0).shape))), True)
+
+    def _lower_ReduceMean(self, node: onnx.NodeProto) -> None:
+        rank = len(self._input(node, 0).shape)
+        axes = self._axes(node, 1, rank)
+        if not axes and _attr(node, "noop_with_empty_axes", 0):
+            self.values[node.output[0]] = self._input(node, 0)
+            return
+        self._mean(node, axes or list(range(rank)), bool(_attr(node, "keepdims", 1)))
+
     def _binary(self, node: onnx.NodeProto, code: str, options: Any) -> None:
         operands = []
         for i in range(2):
@@ -840,12 +1040,20 @@ class _Exporter:
         axis = _attr(node, "axis", 0) % len(shape)
         if axis == 0:
             raise self._fail(node, "it concatenates along the batch axis, which the TFLite file leaves free.")
-        values = [self._float_input(node, i) for i in range(len(node.input))]
-        out = self._new(node.output[0], shape, "float32", "nchw")
+        if self._int8_inputs(node, list(range(len(node.input)))):  # every input requantized to the output's grid
+            out_q = self._output_quantization(node.output[0])
+            values = [self._input(node, i) for i in range(len(node.input))]
+            layout = "nhwc" if len(shape) == 4 and any(v.layout == "nhwc" for v in values) else "nchw"
+            values = [self._requantize(self._as(v, layout), out_q[0], out_q[1], f"{node.name}_input{i}")
+                      for i, v in enumerate(values)]
+        else:
+            out_q, layout = None, "nchw"
+            values = [self._float_input(node, i) for i in range(len(node.input))]
+        out = self._like(values[0], node.output[0], shape, layout if len(shape) == 4 else "plain")
         options = self.s.ConcatenationOptionsT()
-        options.axis = axis
+        options.axis = _NHWC.index(axis) if out.layout == "nhwc" else axis
         out.producer = self._op("CONCATENATION", [v.tensor for v in values], [out.tensor], options)
-        self.values[node.output[0]] = out
+        self._finish(node, out, out_q)
 
     def _lower_Slice(self, node: onnx.NodeProto) -> None:
         x = self._float_input(node, 0)

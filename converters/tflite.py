@@ -15,6 +15,22 @@ The rewrite, node by node in the ONNX graph's (topological) order:
   (SAME_UPPER puts the extra pad at the end, as TFLite does) -> SAME, zero -> VALID, others -> ``PAD``.
   ``Gemm`` -> ``FULLY_CONNECTED``; ``Relu`` after a conv / fully connected op that nothing else reads,
   with unchanged quantization, is fused (``fused_activation_function = RELU``), otherwise ``RELU``.
+* ``Clip`` with constant bounds (0, 6) / (-1, 1) / (0, inf) is fused the same way (``RELU6`` / ``RELU_N1_TO_1`` /
+  ``RELU``), otherwise ``MAXIMUM`` / ``MINIMUM``; in int8 after requantizing to the output's grid, with the
+  bounds quantized on it, which is exactly what the QuantizeLinear of the clipped value gives (bounds the int8
+  range already enforces are left out). onnxruntime usually drops a Clip into the range of the QuantizeLinear
+  before it; then there is nothing to lower.
+* ``Softmax`` (last axis, or the channels) -> ``SOFTMAX``, ``Sigmoid`` -> ``LOGISTIC``, ``Tanh`` -> ``TANH``. Their
+  int8 kernels write a fixed grid (scale 1/256 and zero point -128; ``TANH`` 1/128 and 0): an int8 output
+  quantized otherwise is refused. onnxruntime's QDQ quantizer does not use that grid (Softmax: [0, 1] / 255 when
+  it quantizes the node, else the calibrated range); ``QuantizeInt8`` leaves these nodes in float, so they are
+  float ops unless a reader quantizes their output.
+* ``GlobalAveragePool`` / ``ReduceMean`` -> ``MEAN`` (axes mapped to NHWC), ``Transpose`` -> ``TRANSPOSE`` (the ONNX
+  perm composed with NHWC -> NCHW), ``Pad`` (constant 0) -> ``PAD``, ``Concat`` -> ``CONCATENATION``; in int8 the
+  data-movement ops keep their input's quantization (a ``QUANTIZE`` to the output's grid after them, or, for
+  ``Concat``, before them, as TFLite requires every input on the output's grid). ``QuantizeInt8`` leaves
+  Concat and the means in float too: they are int8 where their reader quantizes its input (Conv, Gemm, Pad;
+  not a Flatten or Reshape, which is quantized only if its input is).
 * Nodes the quantizer left in float (between a ``DequantizeLinear`` and a ``QuantizeLinear``) are
   lowered as float TFLite ops with ``DEQUANTIZE``/``QUANTIZE`` around them, which is what the ONNX
   graph computes; a fully int8 file needs the quantizer run without float exclusions. A graph without any
@@ -97,7 +113,7 @@ SUPPORTED_OPS = {
 
 _NHWC = (0, 2, 3, 1)
 _NCHW = (0, 3, 1, 2)
-#: The int8 output (scale, zero point) TFLite's kernels assume: LiteRT refuses any other, TFLite Micro ignores it.
+#: The int8 output (scale, zero point) TFLite's kernels are written for.
 _FIXED_OUTPUT = {"SOFTMAX": (1 / 256, -128), "LOGISTIC": (1 / 256, -128), "TANH": (1 / 128, 0)}
 
 
@@ -739,8 +755,9 @@ class _Exporter:
     def _bounded(self, node: onnx.NodeProto, x: _Value, code: str, options: Any = None) -> None:
         """SOFTMAX, LOGISTIC or TANH, int8 when the ONNX graph quantizes the output, float otherwise.
 
-        TFLite's int8 kernels write a fixed output grid (``_FIXED_OUTPUT``; LiteRT refuses any other and TFLite
-        Micro silently assumes it), so an int8 output quantized differently cannot be exported as int8.
+        TFLite's int8 kernels write a fixed output grid (``_FIXED_OUTPUT``), so another output quantization is
+        refused: LiteRT and TFLite Micro refuse such a SOFTMAX, LiteRT such a LOGISTIC, and TFLite Micro's
+        LOGISTIC and TANH ignore it (measured 1 and 2 steps off with onnxruntime's calibrated scales).
         """
         out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
         if x.dtype == "int8" and out_q is None:
@@ -751,7 +768,8 @@ class _Exporter:
                 raise self._fail(node, f"TFLite's int8 {code} writes scale 1/{round(1 / scale)} and zero point "
                                        f"{zero_point}; the QuantizeLinear after it has scale {out_q[0]:.6g} and zero "
                                        f"point {out_q[1]}. Quantize that tensor with TFLite's scale and zero point "
-                                       f"(onnxruntime: TensorQuantOverrides) or leave its reader in float.")
+                                       f"(onnxruntime: TensorQuantOverrides), or exclude the node reading it from "
+                                       f"quantization so that {node.op_type} runs in float.")
         kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if out_q else {}
         out = self._like(x, node.output[0], x.shape, x.layout, **kwargs)
         out.producer = self._op(code, [x.tensor], [out.tensor], options)
@@ -831,8 +849,8 @@ class _Exporter:
     def _moved_input(self, node: onnx.NodeProto, x: _Value) -> tuple[_Value, tuple[float, int, str] | None]:
         """``x`` as a data-movement op reads it, and the op's output quantization.
 
-        TFLite's int8 TRANSPOSE / PAD / CONCATENATION copy bytes, so their output keeps the input's quantization
-        and ``_moved_output`` requantizes to the ONNX output's; an int8 input whose output the ONNX graph does not
+        TFLite's int8 TRANSPOSE and PAD copy bytes, so their output keeps the input's quantization and
+        ``_moved_output`` requantizes to the ONNX output's; an int8 input whose output the ONNX graph does not
         quantize is dequantized first.
         """
         out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None

@@ -9,6 +9,8 @@
   With ``integer_exact`` (the default) the int8 convolutions and fully connected layers get even weights
   and multipliers 1/(2q), q odd (``converters.integer_scales``): one bit of weight resolution buys
   TFLite / TFLite Micro / Ethos-U files that compute exactly what the ONNX QDQ model computes.
+  Sigmoid, Tanh and Softmax outputs take the fixed int8 grids TFLite's kernels assume (1/256 or 1/128)
+  instead of calibrated ones, so they export as int8 LOGISTIC / TANH / SOFTMAX.
 - ``QuantizeDynamicInt8`` (``quantize-dynamic-int8``): int8 weights, activation ranges computed at run
   time (``quantize_dynamic``); needs no calibration. Worth it for MatMul/Gemm-heavy graphs only.
 - ``QuantizeInt4Weights`` (``quantize-int4-weights``): weight-only blockwise int4 for MatMul with a
@@ -39,9 +41,12 @@ from edge.errors import PassError
 log = logging.getLogger("edge")
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-#: Activations onnxruntime leaves in float by default that an int8 engine runs as integer lookup tables;
-#: without them an EEGNet's ELU (and the pooling after it) would stay float between DQ and Q.
-EXTRA_QDQ_OP_TYPES = ("Elu",)
+#: Ops onnxruntime's QDQ quantizer leaves in float by default that int8 engines run in integer (lookup tables,
+#: MEAN, CONCATENATION); without them an EEGNet's ELU (and the pooling after it) would stay float between DQ and Q.
+EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean")
+#: The int8 output quantization TFLite's kernels fix for these ops (scale, zero point); calibrating them
+#: instead would give a file LiteRT refuses.
+FIXED_OUTPUT_QUANTIZATION = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128), "Tanh": (1 / 128, 0)}
 ACTIVATION_TYPES = ("int8", "int16")
 
 
@@ -120,8 +125,15 @@ def quantize_static_model(
               "percentile": CalibrationMethod.Percentile}[calibrate]
     qtypes = {"int8": QuantType.QInt8, "int16": QuantType.QInt16}
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
-    if activation_overrides:
-        extra["TensorQuantOverrides"] = {t: [{"quant_type": qtypes[q]}] for t, q in activation_overrides.items()}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    if activations == "int8":
+        for node in artifact.model.graph.node:
+            if node.op_type in FIXED_OUTPUT_QUANTIZATION and node.name not in (exclude or []):
+                scale, zero_point = FIXED_OUTPUT_QUANTIZATION[node.op_type]
+                overrides[node.output[0]] = [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero_point, np.int8)}]
+    overrides.update({t: [{"quant_type": qtypes[q]}] for t, q in (activation_overrides or {}).items()})
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
     with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
         source, prepared, output = (Path(tmp) / n for n in ("in.onnx", "prep.onnx", "out.onnx"))
         onnx.save(_plain_model(artifact), source)

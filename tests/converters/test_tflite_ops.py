@@ -117,8 +117,12 @@ def _bounded_model(op: str) -> onnx.ModelProto:
 
 @pytest.mark.parametrize(("op", "code", "scale", "zero_point"), BOUNDED)
 def test_bounded_activation_is_int8_with_tflites_output_scale(op, code, scale, zero_point) -> None:
-    """Quantized on TFLite's fixed output grid the op is int8 (measured: the same int8 values as onnxruntime)."""
-    int8 = _set_quantization(_int8(_bounded_model(op)), "h", scale, zero_point)
+    """QuantizeInt8 puts the op's output on TFLite's fixed grid, so the op is int8 (measured: the same int8
+    values as onnxruntime)."""
+    int8 = _int8(_bounded_model(op))
+    q = next(n for n in int8.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "h")
+    values = {t.name: numpy_helper.to_array(t) for t in int8.model.graph.initializer}
+    assert (float(values[q.input[1]]), int(values[q.input[2]])) == (np.float32(scale), zero_point)
     data = export_tflite(int8)
     assert code in tflite_ops(data) and "DEQUANTIZE" not in tflite_ops(data)[:-1]
     litert, tflm = _steps(int8, data, top1=op == "Softmax")
@@ -127,17 +131,19 @@ def test_bounded_activation_is_int8_with_tflites_output_scale(op, code, scale, z
 
 @pytest.mark.parametrize(("op", "code", "scale", "zero_point"), BOUNDED)
 def test_bounded_activation_with_a_calibrated_output_scale_is_refused(op, code, scale, zero_point) -> None:
-    """onnxruntime calibrates these outputs (Softmax: max / 255, zero point -128), which TFLite cannot write."""
+    """A QDQ model from elsewhere may calibrate these outputs (onnxruntime alone: Softmax max / 255, zero point
+    -128), which TFLite cannot write."""
+    calibrated = _set_quantization(_int8(_bounded_model(op)), "h", 1 / 255, -128)
     with pytest.raises(PassError, match=rf"{op} node 'op' cannot be lowered to TFLite: TFLite's int8 {code} "
                                         rf"writes scale 1/{round(1 / scale)} and zero point {zero_point}"):
-        export_tflite(_int8(_bounded_model(op)))
+        export_tflite(calibrated)
 
 
 @pytest.mark.parametrize(("op", "code"), [("Sigmoid", "LOGISTIC"), ("Tanh", "TANH"), ("Softmax", "SOFTMAX")])
 def test_bounded_activation_on_a_float_output(op, code) -> None:
-    """At the end of the graph the op's output is float: DEQUANTIZE, then the float op (Softmax: the channels)."""
+    """Left in float by the quantizer: DEQUANTIZE, then the float op (Softmax: over the channels)."""
     model = _model([helper.make_node(op, ["c"], ["y"], name="op", **({"axis": 1} if op == "Softmax" else {}))])
-    int8 = _int8(model)
+    int8 = _int8(model, exclude=["op"])
     data = export_tflite(int8)
     assert tflite_ops(data)[-3:-1] == ["DEQUANTIZE", code]
     np.testing.assert_allclose(run_tflite(data, X), run_onnx(int8, X), rtol=1e-5, atol=1e-6)
@@ -305,3 +311,23 @@ def test_pad_refusals_name_the_node(attributes, value, reason) -> None:
     model = _model([helper.make_node("Pad", inputs, ["y"], name="/block/Pad", **attributes)], **constants)
     with pytest.raises(PassError, match=rf"Pad node '/block/Pad' cannot be lowered to TFLite: {reason}"):
         export_tflite(Artifact.from_model(model))
+
+
+def test_network_of_bounded_activations_is_fully_int8_and_exact() -> None:
+    """Conv -> Sigmoid -> Flatten -> Gemm -> Tanh -> Gemm -> Softmax, quantized by QuantizeInt8 alone: every op is
+    int8 in the file (nothing between the edge QUANTIZE and DEQUANTIZE is float) and the output is onnxruntime's."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Sigmoid", ["c"], ["s"], name="sigmoid"),
+             helper.make_node("Flatten", ["s"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc1"], ["g"], name="fc1", transB=1),
+             helper.make_node("Tanh", ["g"], ["t"], name="tanh"),
+             helper.make_node("Gemm", ["t", "fc2"], ["l"], name="fc2", transB=1),
+             helper.make_node("Softmax", ["l"], ["y"], name="softmax")]
+    model = _model(nodes, fc1=rng.normal(size=(8, 96)).astype(np.float32), fc2=rng.normal(size=(5, 8)).astype(np.float32))
+    int8 = _int8(model)
+    data = export_tflite(int8)
+    ops = tflite_ops(data)
+    assert ops.count("QUANTIZE") == ops.count("DEQUANTIZE") == 1 and ops[-2:] == ["SOFTMAX", "DEQUANTIZE"]
+    assert {"LOGISTIC", "TANH"} <= set(ops)
+    litert, tflm = _steps(int8, data, top1=True)
+    assert litert <= 1.0001 and tflm <= 1.0001

@@ -138,9 +138,12 @@ def exact_channel_scale(s_in: float, s_out: float, weight_range: float, v_max: f
     """The smallest float32 weight scale >= ``weight_range`` / 126 giving M = 1/(2q), q odd, that rounds
     exactly (:func:`rounds_exactly`; q = 1 is M = 1/2, which rounds once); None when there is none within
     ``MAX_WIDENING`` of it (M > 1/2, or a multiplier too small for float32 scales to pin down)."""
-    s_min = max(weight_range, np.finfo(np.float32).tiny) / EVEN_WEIGHT_LIMIT
-    q = math.floor(s_out / (2 * s_in * s_min))
-    q -= 1 - q % 2  # the largest odd q whose scale is at least s_min
+    if not weight_range > 0:
+        return None  # an all-zero channel: nothing to round
+    s_min = weight_range / EVEN_WEIGHT_LIMIT
+    # the largest odd q whose scale is at least s_min, and below which onnxruntime's float32 multiplier is exact
+    q = min(math.floor(s_out / (2 * s_in * s_min)), math.floor(1 / (2 * v_max * FLOAT_MULTIPLIER_ERROR)))
+    q -= 1 - q % 2
     smallest_q = s_out / (2 * s_in * s_min * MAX_WIDENING)
     while q >= max(1, smallest_q):
         scale = np.float32(s_out / (2 * q * s_in))
@@ -191,7 +194,8 @@ def exact_requantization(model: onnx.ModelProto, float_weights: dict[str, np.nda
         shape = [1] * source.ndim
         if old.size > 1:
             shape[_axis(w_dq, source.ndim)] = -1
-        weights = _round_to_grid(source / scales.reshape(shape), exact.reshape(shape))
+        weights = _round_to_grid(source.astype(np.float64) / scales.astype(np.float64).reshape(shape),
+                                 exact.reshape(shape))
         _replace(init, w_name, np.clip(weights, -127, 127).astype(np.int8))
         _replace(init, w_dq.input[1], scales.reshape(old.shape))
         if bias_dq is not None:

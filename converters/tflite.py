@@ -22,15 +22,13 @@ The rewrite, node by node in the ONNX graph's (topological) order:
   before it; then there is nothing to lower.
 * ``Softmax`` (last axis, or the channels) -> ``SOFTMAX``, ``Sigmoid`` -> ``LOGISTIC``, ``Tanh`` -> ``TANH``. Their
   int8 kernels write a fixed grid (scale 1/256 and zero point -128; ``TANH`` 1/128 and 0): an int8 output
-  quantized otherwise is refused. onnxruntime's QDQ quantizer does not use that grid (Softmax: [0, 1] / 255 when
-  it quantizes the node, else the calibrated range); ``QuantizeInt8`` leaves these nodes in float, so they are
-  float ops unless a reader quantizes their output.
+  quantized otherwise is refused. onnxruntime's QDQ quantizer does not use that grid on its own (Softmax:
+  [0, 1] / 255, else the calibrated range); ``QuantizeInt8`` sets it, so its files have int8 ones.
 * ``GlobalAveragePool`` / ``ReduceMean`` -> ``MEAN`` (axes mapped to NHWC), ``Transpose`` -> ``TRANSPOSE`` (the ONNX
   perm composed with NHWC -> NCHW), ``Pad`` (constant 0) -> ``PAD``, ``Concat`` -> ``CONCATENATION``; in int8 the
   data-movement ops keep their input's quantization (a ``QUANTIZE`` to the output's grid after them, or, for
-  ``Concat``, before them, as TFLite requires every input on the output's grid). ``QuantizeInt8`` leaves
-  Concat and the means in float too: they are int8 where their reader quantizes its input (Conv, Gemm, Pad;
-  not a Flatten or Reshape, which is quantized only if its input is).
+  ``Concat``, before them, as TFLite requires every input on the output's grid). In a QDQ graph from elsewhere
+  that leaves them in float they are int8 only where their reader quantizes its input.
 * Nodes the quantizer left in float (between a ``DequantizeLinear`` and a ``QuantizeLinear``) are
   lowered as float TFLite ops with ``DEQUANTIZE``/``QUANTIZE`` around them, which is what the ONNX
   graph computes; a fully int8 file needs the quantizer run without float exclusions. A graph without any
@@ -51,8 +49,8 @@ QUANTIZE / DEQUANTIZE (for NPUs) and records the I/O scales there.
 
 Numerics: TFLite kernels requantize with fixed-point multipliers and two roundings, onnxruntime with
 a float multiplier and one, so in general a value lying just below a half step (within 2^-(R+1) of a
-step for a multiplier in [2^-(R+1), 2^-R)) lands one step apart. ``QuantizeInt8`` (``integer_exact``, the default) chooses weights and
-scales for which the two agree (``converters.integer_scales``): its convolutions and fully connected
+step for a multiplier in [2^-(R+1), 2^-R)) lands one step apart. ``QuantizeInt8`` (``integer_exact``, the
+default) chooses weights and scales for which the two agree (``converters.integer_scales``): its convolutions and fully connected
 layers export bit for bit. Exact ties in average pooling would part ways systematically; the pool output
 scales are set so that none occur, and such a pool is lowered as a depthwise convolution, which rounds
 once. What remains: a float model input exactly halfway between two steps (QUANTIZE rounds it away from

@@ -72,6 +72,7 @@ def test_no_exact_scale_above_one_half_or_for_tiny_multipliers() -> None:
     assert exact_channel_scale(1.0, 1.0, 126 * 0.6, v_max=129) is None
     assert exact_channel_scale(1.0, 1.0, 126 * 0.25, v_max=129) is None  # 1/6 too fine, 1/2 too coarse
     assert exact_channel_scale(1.0, 1.0, 126 * 1e-6, v_max=129) is None
+    assert exact_channel_scale(1.0, 1.0, 0.0, v_max=129) is None  # an all-zero channel
     assert exact_channel_scale(1.0, 1.0, 126 * 1e-3, v_max=129) is not None
 
 

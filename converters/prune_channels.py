@@ -168,7 +168,8 @@ def _consumer_edits(graph: onnx.GraphProto, tensor: str, keep: np.ndarray, total
                                     0, keep))
             edits += _consumer_edits(graph, user.output[0], keep, total, shapes, initializers, where)
         elif user.op_type == "Conv" and slot == 0 and _attr(user, "group", 1) == 1:
-            edits.append(_slice(_own_initializer(graph, user, 1, initializers, f"{where} feeds '{user.name}'"), 1, keep))
+            weight = _own_initializer(graph, user, 1, initializers, f"{where} feeds '{user.name}'")
+            edits.append(_slice(weight, 1, keep))
         elif user.op_type == "Conv" and slot == 0:
             edits += _depthwise_edits(graph, user, keep, total, shapes, initializers, where)
         elif user.op_type == "Flatten" and _attr(user, "axis", 1) == 1:

@@ -130,7 +130,8 @@ def quantize_static_model(
         for node in artifact.model.graph.node:
             if node.op_type in FIXED_OUTPUT_QUANTIZATION and node.name not in (exclude or []):
                 scale, zero_point = FIXED_OUTPUT_QUANTIZATION[node.op_type]
-                overrides[node.output[0]] = [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero_point, np.int8)}]
+                overrides[node.output[0]] = [{"scale": np.array(scale, np.float32),
+                                              "zero_point": np.array(zero_point, np.int8)}]
     overrides.update({t: [{"quant_type": qtypes[q]}] for t, q in (activation_overrides or {}).items()})
     if overrides:
         extra["TensorQuantOverrides"] = overrides

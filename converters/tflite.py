@@ -50,11 +50,12 @@ QUANTIZE / DEQUANTIZE (for NPUs) and records the I/O scales there.
 Numerics: TFLite kernels requantize with fixed-point multipliers and two roundings, onnxruntime with
 a float multiplier and one, so in general a value lying just below a half step (within 2^-(R+1) of a
 step for a multiplier in [2^-(R+1), 2^-R)) lands one step apart. ``QuantizeInt8`` (``integer_exact``, the
-default) chooses weights and scales for which the two agree (``converters.integer_scales``): its convolutions and fully connected
-layers export bit for bit. Exact ties in average pooling would part ways systematically; the pool output
-scales are set so that none occur, and such a pool is lowered as a depthwise convolution, which rounds
-once. What remains: a float model input exactly halfway between two steps (QUANTIZE rounds it away from
-zero, onnxruntime to even), and ops whose TFLite kernels rescale differently (ADD, MUL, MEAN, LUTs).
+default) chooses weights and scales for which the two agree (``converters.integer_scales``): its
+convolutions and fully connected layers export bit for bit. Exact ties in average pooling would part
+ways systematically; the pool output scales are set so that none occur, and such a pool is lowered as a
+depthwise convolution, which rounds once. What remains: a float model input exactly halfway between
+two steps (QUANTIZE rounds it away from zero, onnxruntime to even), and ops whose TFLite kernels rescale
+differently (ADD, MUL, MEAN, LUTs).
 """
 
 from __future__ import annotations
@@ -869,7 +870,8 @@ class _Exporter:
             perm = [_NCHW[p] for p in perm]
         shape = self.shapes[node.output[0]]
         out = self._like(x, node.output[0], shape, "nchw" if len(shape) == 4 else "plain")
-        out.producer = self._op("TRANSPOSE", [x.tensor, self._const_i32(perm)], [out.tensor], self.s.TransposeOptionsT())
+        out.producer = self._op("TRANSPOSE", [x.tensor, self._const_i32(perm)], [out.tensor],
+                                self.s.TransposeOptionsT())
         self._moved_output(node, out, out_q)
 
     def _lower_Pad(self, node: onnx.NodeProto) -> None:

@@ -208,7 +208,8 @@ def depthwise_model(zero: tuple[int, ...]) -> onnx.ModelProto:
         helper.make_node("Flatten", ["c4"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(nodes, "depthwise", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 2, 8])],
+    graph = helper.make_graph(nodes, "depthwise",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 2, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
                               [numpy_helper.from_array(v, k) for k, v in values.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -27,7 +27,8 @@ def _model(nodes: list[onnx.NodeProto], **constants: np.ndarray) -> onnx.ModelPr
     constants = {"w": rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32),
                  **constants}
     conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])
-    graph = helper.make_graph([conv, *nodes], "ops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 6])],
+    graph = helper.make_graph([conv, *nodes], "ops",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 6])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -323,7 +324,8 @@ def test_network_of_bounded_activations_is_fully_int8_and_exact() -> None:
              helper.make_node("Tanh", ["g"], ["t"], name="tanh"),
              helper.make_node("Gemm", ["t", "fc2"], ["l"], name="fc2", transB=1),
              helper.make_node("Softmax", ["l"], ["y"], name="softmax")]
-    model = _model(nodes, fc1=rng.normal(size=(8, 96)).astype(np.float32), fc2=rng.normal(size=(5, 8)).astype(np.float32))
+    model = _model(nodes, fc1=rng.normal(size=(8, 96)).astype(np.float32),
+                   fc2=rng.normal(size=(5, 8)).astype(np.float32))
     int8 = _int8(model)
     data = export_tflite(int8)
     ops = tflite_ops(data)

@@ -157,6 +157,7 @@ class QuantizeMixed:
         return {k: v for k, v in asdict(self).items() if k != "name"}
 
     def _evaluation(self, artifact: Artifact) -> tuple[np.ndarray, np.ndarray | None]:
+        from edge.data.labels import class_indices, model_classes
         from edge.data.registry import load_dataset
 
         spec = self.eval_data or artifact.meta.extra.get("heldout_data")
@@ -164,7 +165,7 @@ class QuantizeMixed:
             raise PassError(f"{self.name} needs evaluation data to measure the accuracy drop; give its "
                             "'eval_data' parameter a data spec (e.g. 'synthetic-ssvep:subjects=31-32,seed=0').")
         data = load_dataset(spec, artifact.meta)
-        return data.x, data.y
+        return data.x, None if data.y is None else class_indices(data.y, model_classes(artifact.meta), spec)
 
     def _build(self, artifact: Artifact, trials: np.ndarray, precision: dict[str, str]) -> onnx.ModelProto:
         nodes = {n.name: n for n in artifact.model.graph.node}

@@ -16,6 +16,7 @@ import numpy as np
 
 from converters.recipe import run_recipe
 from edge.artifact import Artifact, write_artifact, write_bytes_atomic
+from edge.data.labels import class_indices, model_classes
 from edge.data.registry import load_dataset
 from edge.data.text import load_token_windows
 from edge.errors import EngineError, ModelWriteError, PassError
@@ -111,7 +112,8 @@ def convert(
         trials = dataset.x
     for step in passes:
         if hasattr(step, "search") and dataset is not None:  # the clip search scores accuracy: it needs labels
-            step.calibration_labels = dataset.y
+            step.calibration_labels = (None if dataset.y is None
+                                       else class_indices(dataset.y, model_classes(artifact.meta), spec))
     drifts: list[tuple[str, Drift]] = []
 
     def record(name: str, result: Drift) -> None:

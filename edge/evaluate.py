@@ -20,6 +20,7 @@ import numpy as np
 
 from edge import __version__
 from edge.artifact import Artifact
+from edge.data.labels import class_indices, class_indices_and_note, model_classes
 from edge.data.registry import Dataset
 from edge.errors import DataError, EdgeError
 from edge.families.ssvep.metrics import itr_bits_per_min, itr_per_group
@@ -224,7 +225,8 @@ def device_resilience(target: Any, model: Artifact | TfliteModel, dataset: Datas
     fast = isinstance(model, Artifact) and isinstance(target, CpuTarget)
     engine = None if fast else TargetFaultEngine(target, fault)
     state = Path(state_dir) / "campaign.jsonl" if state_dir is not None else None
-    curve = model_curve(model, dataset.x, dataset.y, bers=sweep.bers, maps=sweep.maps, seed=sweep.seed,
+    y = class_indices(dataset.y, model_classes(model.meta), dataset.name)
+    curve = model_curve(model, dataset.x, y, bers=sweep.bers, maps=sweep.maps, seed=sweep.seed,
                         fault=fault, workers=1, state_path=state, engine=engine)
     curve["engine"] = "onnxruntime weight-fault engine" if fast else "faults injected into the device's weights"
     return curve
@@ -232,16 +234,11 @@ def device_resilience(target: Any, model: Artifact | TfliteModel, dataset: Datas
 
 def classification_metrics(outputs: np.ndarray, dataset: Dataset, artifact: Artifact) -> dict[str, Any]:
     """Accuracy with a Wilson interval, balanced accuracy, kappa, confusion, per-subject rows and, for spellers, ITR."""
-    y = dataset.y
-    if y is None:
+    if dataset.y is None:
         raise DataError("the data have no labels, so accuracy cannot be computed.", where=dataset.name)
     scores = outputs.reshape(len(outputs), -1)
     n_classes = scores.shape[1]
-    if y.min() < 0 or y.max() >= n_classes:
-        raise DataError(
-            f"labels run from {int(y.min())} to {int(y.max())} but the model has {n_classes} outputs.",
-            where=dataset.name,
-        )
+    y, label_note = class_indices_and_note(dataset.y, n_classes, dataset.name)
     window_s = artifact.meta.preprocessing.window_s
     speller = artifact.meta.task.get("kind") == "ssvep-speller" and bool(window_s)
     gaze = float(artifact.meta.task.get("gaze_shift_s", 0.5))
@@ -249,6 +246,8 @@ def classification_metrics(outputs: np.ndarray, dataset: Dataset, artifact: Arti
     metrics = label_metrics(y, scores.argmax(axis=1), n_classes, groups,
                             itr_window_s=window_s if speller else None, gaze_shift_s=gaze)
     metrics["labels"] = artifact.meta.labels or [str(i) for i in range(n_classes)]
+    if label_note:
+        metrics["label_note"] = label_note
     return metrics
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.data.labels import class_indices, model_classes
 from edge.data.registry import load_dataset
 from edge.errors import DataError
 from edge.families.ssvep.metrics import itr_bits_per_min
@@ -96,10 +97,11 @@ def run_resilience(model: str, data_spec: str, *, bers: list[float], maps: int =
     dataset = load_dataset(data_spec, artifacts[model].meta)
     if dataset.y is None:
         raise DataError("a resilience campaign needs labelled trials (accuracy under faults).", where=data_spec)
+    y = class_indices(dataset.y, model_classes(artifacts[model].meta), data_spec)
     folder = new_run_folder(out_dir, "resilience")
     curves = {}
     for i, (name, artifact) in enumerate(artifacts.items()):
-        curves[name] = model_curve(artifact, dataset.x, dataset.y, bers=bers, maps=maps, seed=seed, fault=fault,
+        curves[name] = model_curve(artifact, dataset.x, y, bers=bers, maps=maps, seed=seed, fault=fault,
                                    workers=workers, state_path=folder / f"campaign-{i}.jsonl")
     results = {"data": data_spec, "trials": len(dataset.y), "bers": bers, "maps": maps, "seed": seed,
                "fault": fault.to_dict(), "models": curves}

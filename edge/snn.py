@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edge.artifact import Artifact
+from edge.data.labels import class_indices
 from edge.errors import DataError, EngineError
 from edge.families.snn.export import export_snn, is_snn
 from edge.families.snn.runner import run_sequence, scores, spike_rates, synaptic_operations
@@ -123,9 +124,10 @@ def evaluate_spiking_model(model: str | Path, data_spec: str, *, device: str = "
     metrics: dict[str, Any] = {"spike_rates": spike_rates(recording), "operations": synaptic_operations(recording, meta),
                                "latency_per_step": latency}
     if dataset.y is not None:
-        correct = int((predicted == dataset.y).sum())
-        low, high = wilson_interval(correct, len(dataset.y))
-        metrics["accuracy"] = {"value": correct / len(dataset.y), "ci95": [low, high], "n": len(dataset.y)}
+        labels = class_indices(dataset.y, None, dataset.name)
+        correct = int((predicted == labels).sum())
+        low, high = wilson_interval(correct, len(labels))
+        metrics["accuracy"] = {"value": correct / len(labels), "ci95": [low, high], "n": len(labels)}
     state_bytes = 4 * sum(int(np.prod(s["shape"])) for s in meta.task["state"])
     return {
         "kind": "spiking-network", "model": str(path or model), "sha256": loaded.sha256,
@@ -184,7 +186,8 @@ def spiking_resilience(model: str | Path, data_spec: str, *, bers: list[float], 
     dataset = load_spike_dataset(data_spec, loaded.meta)
     if dataset.y is None:
         raise DataError("a fault sweep needs labelled data.", where=data_spec)
-    curve = spike_fault_curve(loaded.model, dataset.x[:limit], dataset.y[:limit], bers=bers, maps=maps, seed=seed,
+    labels = class_indices(dataset.y, None, data_spec)
+    curve = spike_fault_curve(loaded.model, dataset.x[:limit], labels[:limit], bers=bers, maps=maps, seed=seed,
                               fault=fault, progress=progress)
     return {"kind": "spiking-resilience", "model": str(path or model), "data": data_spec, **curve}
 

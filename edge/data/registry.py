@@ -9,49 +9,32 @@ Accepted specs:
 - for EEG classifiers, a recording (.edf/.gdf/.fif/.bdf) or a folder of them — ``folder:runs=6+10`` picks
   PhysioNet-style runs, ``events=T1+T2`` names each class's event code (default: the model's own);
 - ``file.npz`` holding ``x`` (already in the model's input layout) and ``y``;
-- a folder of ``.npy`` trials with ``labels.csv`` (columns ``file,label``).
+- a folder of ``.npy`` or raw ``.bin`` trials with ``labels.csv`` (``file,label``, with or without the header);
+- an EEMBC / MLPerf Tiny accuracy set: raw binary trials with ``y_labels.csv`` (``file,classes,label`` rows, or
+  ``file,classes,label,width,stride`` for anomaly detection); raw trials are the model input's element type and
+  shape, ``folder:dtype=uint8`` names another element type.
+
+Data keep their stored dtype (int8 stays int8; float64 becomes float32) and ``y`` its shape and dtype;
+:func:`edge.data.labels.class_indices` turns labels into class indices where classes are scored.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge.artifact import Meta
+from edge.data.dataset import Dataset  # re-exported: Dataset has always been imported from here
 from edge.data.epochs import EEGEpochs
 from edge.data.text import is_text_spec, load_token_windows
+from edge.data.trial_files import is_trial_folder, read_npz, read_trial_folder
 from edge.errors import DataError
 
 GENERATORS = ("synthetic-ssvep",)
-
-
-@dataclass
-class Dataset:
-    """Trials in the model's input layout, their labels and the group (subject/block) of each."""
-
-    name: str
-    x: np.ndarray
-    y: np.ndarray | None
-    groups: np.ndarray = field(default_factory=lambda: np.array([]))
-    raw: np.ndarray | None = None  # unfiltered windows (trials, channels, samples), for the classic baselines
-    stim_freqs: list[float] | None = None
-    sample_rate: float | None = None
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def batches(self, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Yield (x, y) batches in order."""
-        for start in range(0, len(self.x), batch_size):
-            stop = start + batch_size
-            yield self.x[start:stop], None if self.y is None else self.y[start:stop]
 
 
 def load_dataset(spec: str, meta: Meta) -> Dataset:
@@ -62,8 +45,8 @@ def load_dataset(spec: str, meta: Meta) -> Dataset:
         return Dataset(spec, load_token_windows(spec, meta), None)
     if path.suffix.lower() == ".npz":
         dataset = _npz(path)
-    elif path.is_dir() and (path / "labels.csv").is_file():
-        dataset = _npy_folder(path)
+    elif is_trial_folder(path):
+        dataset = read_trial_folder(path, meta, params)
     elif meta.family == "eeg" and (_is_recording(path) or (path.is_dir() and any(filter(_is_recording, path.iterdir())))):
         dataset = _recordings(path, params, meta)
     elif name in GENERATORS or (path.is_dir() and (any(path.glob("S*.mat")) or any(path.glob("subject*")))):
@@ -71,8 +54,9 @@ def load_dataset(spec: str, meta: Meta) -> Dataset:
         dataset = shape_for_model(load_epochs(spec, channels), meta, spec)
     elif path.exists():
         raise DataError(
-            "not a dataset this toolkit reads: expected an .npz with x and y, a folder of .npy files with "
-            "labels.csv, a folder of Benchmark S*.mat files or an SSVEPExo folder of subjectNN recordings.",
+            "not a dataset this toolkit reads: expected an .npz with x and y, a folder of .npy/.bin files with "
+            "labels.csv or y_labels.csv, a folder of Benchmark S*.mat files or an SSVEPExo folder of subjectNN "
+            "recordings.",
             where=name,
         )
     elif "/" in name or "." in name:
@@ -280,8 +264,8 @@ RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif")
 
 
 def _is_recording(path: Path) -> bool:
-    """An EEG recording MNE reads, or a BCI Competition IV 2a .mat file."""
-    return path.is_file() and (path.suffix.lower() in RECORDING_SUFFIXES
+    """An EEG recording MNE reads, or a BCI Competition IV 2a .mat file (hidden files such as ._x.edf are not)."""
+    return path.is_file() and not path.name.startswith(".") and (path.suffix.lower() in RECORDING_SUFFIXES
                                or re.fullmatch(r"A0\d[TE]\.mat", path.name) is not None)
 
 
@@ -299,7 +283,8 @@ def _recordings(path: Path, params: dict[str, str], meta: Meta) -> Dataset:
         text = params["runs"].replace("R", "").replace("r", "")
         # Unlike subjects=4 (a count), runs=14 means run 14 alone.
         for run in parse_subjects(f"{text}-{text}" if text.isdigit() else text):
-            matches = sorted(path.glob(f"*R{run:02d}.*"))
+            # Only recordings: PhysioNet puts S001R04.edf.event beside S001R04.edf.
+            matches = sorted(filter(_is_recording, path.glob(f"*R{run:02d}.*")))
             if not matches:
                 raise DataError(f"no recording of run {run} (a file named *R{run:02d}.edf or similar).", where=str(path))
             files += matches
@@ -359,46 +344,10 @@ def _eeg_model_input(epochs: EEGEpochs, meta: Meta, block_names: list[str], path
 
 
 def _npz(path: Path) -> Dataset:
-    if not path.is_file():
-        raise DataError("no such file.", where=str(path))
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive:
-                raise DataError(f"no array 'x' in the archive (found: {', '.join(archive.files) or 'none'}).", where=str(path))
-            x = archive["x"]
-            y = archive["y"] if "y" in archive else None
-            groups = archive["groups"] if "groups" in archive else np.array([])
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"not a readable .npz archive ({type(exc).__name__}).", where=str(path)) from None
-    return Dataset(str(path), np.asarray(x, dtype=np.float32), _labels(y, path), groups)
+    """An .npz of trials, kept as stored (the spike loader reads them too)."""
+    return read_npz(path)
 
 
-def _npy_folder(path: Path) -> Dataset:
-    rows = list(csv.DictReader((path / "labels.csv").open(newline="")))
-    if not rows or not {"file", "label"} <= set(rows[0]):
-        raise DataError("labels.csv needs a header with columns 'file' and 'label'.", where=str(path / "labels.csv"))
-    trials = []
-    for row in rows:
-        trial = path / row["file"]
-        if not trial.is_file():
-            raise DataError(f"labels.csv names '{row['file']}', which is not in the folder.", where=str(path))
-        try:
-            trials.append(np.load(trial, allow_pickle=False))
-        except Exception:
-            raise DataError("not a readable .npy file.", where=str(trial)) from None
-    shapes = {t.shape for t in trials}
-    if len(shapes) > 1:
-        raise DataError(f"trials have different shapes: {sorted(shapes)[:3]}.", where=str(path))
-    labels = np.array([row["label"] for row in rows])
-    return Dataset(str(path), np.stack(trials).astype(np.float32), _labels(labels, path))
-
-
-def _labels(y: np.ndarray | None, path: Path) -> np.ndarray | None:
-    if y is None:
-        return None
-    try:
-        return np.asarray(y).astype(np.int64).reshape(-1)
-    except ValueError:
-        raise DataError("labels must be integer class indices.", where=str(path)) from None
+def _npy_folder(path: Path, meta: Meta | None = None) -> Dataset:
+    """A folder of trial files with a labels CSV (the spike loader reads them too)."""
+    return read_trial_folder(path, meta)

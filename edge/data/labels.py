@@ -35,9 +35,10 @@ def class_indices_and_note(y: np.ndarray, n_classes: int | None,
                         "rows (trials, classes).", where=where)
     indices = _whole_numbers(y, where)
     if n_classes is not None and len(indices) and (indices.min() < 0 or indices.max() >= n_classes):
-        bad = indices[(indices < 0) | (indices >= n_classes)]
-        raise DataError(f"labels must lie in [0, {n_classes}) for a model with {n_classes} classes; "
-                        f"{len(bad)} do not (e.g. {int(bad[0])}).", where=where)
+        outside = int(((indices < 0) | (indices >= n_classes)).sum())
+        raise DataError(f"labels run from {int(indices.min())} to {int(indices.max())} but the model has "
+                        f"{n_classes} outputs (classes 0 to {n_classes - 1}); {outside} label(s) lie outside.",
+                        where=where)
     return indices, note
 
 

@@ -41,7 +41,7 @@ def load_spike_dataset(spec: str, meta: Meta) -> Dataset:
     if path.suffix.lower() == ".npz":
         dataset = _dense_or_spikes(_npz(path), meta, shape)
     elif path.is_dir() and (path / "labels.csv").is_file():
-        dataset = _dense_or_spikes(_npy_folder(path), meta, shape)
+        dataset = _dense_or_spikes(_npy_folder(path, meta), meta, shape)
     elif path.is_dir() and ((path / "Test").is_dir() or (path / "Train").is_dir()):
         dataset = _nmnist(path, params, shape, steps)
     elif path.suffix.lower() in (".h5", ".hdf5"):
@@ -64,6 +64,9 @@ def load_spike_dataset(spec: str, meta: Meta) -> Dataset:
 
 def _dense_or_spikes(dataset: Dataset, meta: Meta, shape: tuple[int, ...]) -> Dataset:
     if dataset.x.ndim == 2 + len(shape) and dataset.x.shape[2:] == shape:
+        if dataset.x.dtype == bool or np.issubdtype(dataset.x.dtype, np.integer):
+            # Spike counts stored as bool/uint8 are exact in float32, the type the step graphs take.
+            dataset.x = dataset.x.astype(np.float32)
         return dataset
     encoding = meta.task.get("encoding")
     if encoding and dataset.x.ndim == 3:

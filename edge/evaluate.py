@@ -203,7 +203,8 @@ def evaluate(
             "family": deployed.meta.family,
             "provenance": [asdict(p) for p in deployed.meta.provenance],
         },
-        "data": {"spec": dataset.name, "trials": len(dataset), "groups": len(np.unique(dataset.groups))},
+        "data": {"spec": dataset.name, "trials": len(dataset), "groups": len(np.unique(dataset.groups)),
+                 **({"notes": list(dataset.notes)} if dataset.notes else {})},
         "device": {"spec": device, **info, "deploy": deploy_report},
         "metrics": metrics,
     }

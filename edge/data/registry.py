@@ -5,9 +5,11 @@ Accepted specs:
 - ``synthetic-ssvep:subjects=31-35,seed=0,blocks=6,snr=1`` — the seeded generator (bci.md §6);
 - a folder of Tsinghua Benchmark files ``S1.mat, S2.mat, ...`` — optionally ``folder:subjects=1-3``;
   BETA files of the same names with ``folder:format=beta``;
-- an SSVEPExo folder (``subjectNN/sessionK-raw.fif`` + events) — optionally ``folder:subjects=1-2``;
+- an SSVEPExo folder as published (``subjectNN/record-[date]_raw.fif`` + ``record-[date]-eve.fif``) or renamed
+  (``subjectNN/sessionK-raw.fif`` + ``sessionK-eve.fif``) — optionally ``folder:subjects=1-2``;
 - for EEG classifiers, a recording (.edf/.gdf/.fif/.bdf) or a folder of them — ``folder:runs=6+10`` picks
-  PhysioNet-style runs, ``events=T1+T2`` names each class's event code (default: the model's own);
+  PhysioNet-style runs, ``events=T1+T2`` names each class's event code (default: the model's own); other files
+  in the folder (PhysioNet's ``.edf.event`` sidecars, READMEs, hidden files) are ignored;
 - ``file.npz`` holding ``x`` (already in the model's input layout) and ``y``;
 - a folder of ``.npy`` or raw ``.bin`` trials with ``labels.csv`` (``file,label``, with or without the header);
 - an EEMBC / MLPerf Tiny accuracy set: raw binary trials with ``y_labels.csv`` (``file,classes,label`` rows, or

@@ -267,7 +267,9 @@ RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif")
 
 def _is_recording(path: Path) -> bool:
     """An EEG recording MNE reads, or a BCI Competition IV 2a .mat file (hidden files such as ._x.edf are not)."""
-    return path.is_file() and not path.name.startswith(".") and (path.suffix.lower() in RECORDING_SUFFIXES
+    if path.name.startswith(".") or path.name.lower().endswith("-eve.fif"):  # hidden files, MNE events files
+        return False
+    return path.is_file() and (path.suffix.lower() in RECORDING_SUFFIXES
                                or re.fullmatch(r"A0\d[TE]\.mat", path.name) is not None)
 
 

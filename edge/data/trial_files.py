@@ -87,7 +87,9 @@ def read_trial_folder(path: Path, meta: Meta | None, params: dict[str, str] | No
                         where=str(labels_file))
     files = [row[0] for row in rows]
     x = _stack([_read_trial(path, labels_file, f, meta, params) for f in files], path)
-    return Dataset(str(path), x, _label_values([row[1] for row in rows], meta, labels_file))
+    dataset = Dataset(str(path), x, _label_values([row[1] for row in rows], meta, labels_file))
+    _note_byte_type(dataset, files, params)
+    return dataset
 
 
 def _rows(labels_file: Path) -> list[list[str]]:
@@ -138,7 +140,18 @@ def _eembc_trials(path: Path, labels_file: Path, rows: list[list[str]], meta: Me
                         where=str(labels_file))
     y = class_indices(_label_values([row[2] for row in rows], meta, labels_file), n_classes, str(labels_file))
     x = _stack([_read_trial(path, labels_file, row[0], meta, params) for row in rows], path)
-    return Dataset(str(path), x, y)
+    dataset = Dataset(str(path), x, y)
+    _note_byte_type(dataset, [row[0] for row in rows], params)
+    return dataset
+
+
+def _note_byte_type(dataset: Dataset, files: list[str], params: dict[str, str]) -> None:
+    """Say which byte type raw trials were read as when the file itself cannot tell int8 from uint8."""
+    raw = any(not f.lower().endswith(".npy") for f in files)
+    if raw and "dtype" not in params and dataset.x.dtype.itemsize == 1:
+        other = "uint8" if dataset.x.dtype == np.int8 else "int8"
+        dataset.notes.append(f"raw trials read as {dataset.x.dtype.name}, the model input's type; if the files hold "
+                             f"{other} values (MLPerf Tiny's image sets store uint8 pixels), give :dtype={other}")
 
 
 def _anomaly_windows(path: Path, labels_file: Path, rows: list[list[str]], meta: Meta | None,

@@ -242,3 +242,11 @@ def test_cli_refuses_bad_data_in_one_line(tmp_path: Path, float_model: Path) -> 
     np.savez(tmp_path / "soft.npz", x=np.zeros((2, *TRIAL), np.float32), y=np.array([0.37, 1.0]))
     code, out = run("eval", str(float_model), "--data", str(tmp_path / "soft.npz"), "--no-memory", "--runs", "2")
     assert_one_line(code, out, "y holds non-integer values (e.g. 0.37)")
+
+
+def test_byte_files_say_which_byte_type_they_were_read_as(tmp_path: Path) -> None:
+    write_eembc_set(tmp_path, np.zeros((2, *TRIAL), np.int8), np.array([0, 1]))
+    data = load_dataset(str(tmp_path), meta_of(TensorProto.INT8))
+    assert data.notes == ["raw trials read as int8, the model input's type; if the files hold uint8 values "
+                          "(MLPerf Tiny's image sets store uint8 pixels), give :dtype=uint8"]
+    assert load_dataset(f"{tmp_path}:dtype=int8", meta_of(TensorProto.INT8)).notes == []

@@ -250,3 +250,16 @@ def test_byte_files_say_which_byte_type_they_were_read_as(tmp_path: Path) -> Non
     assert data.notes == ["raw trials read as int8, the model input's type; if the files hold uint8 values "
                           "(MLPerf Tiny's image sets store uint8 pixels), give :dtype=uint8"]
     assert load_dataset(f"{tmp_path}:dtype=int8", meta_of(TensorProto.INT8)).notes == []
+
+
+def test_cli_one_hot_labels_score_as_their_class_indices(tmp_path: Path, float_model: Path) -> None:
+    x = np.random.default_rng(4).normal(size=(10, *TRIAL)).astype(np.float32)
+    labels = predictions(x)
+    labels[:3] = (labels[:3] + 2) % CLASSES  # three wrong: accuracy 7/10 either way
+    np.savez(tmp_path / "one_hot.npz", x=x, y=np.eye(CLASSES, dtype=np.float32)[labels])
+    code, out = run("eval", str(float_model), "--data", str(tmp_path / "one_hot.npz"), "--json", "--no-memory",
+                    "--runs", "2")
+    assert code == 0, out
+    metrics = json.loads(out[out.index("{"):])["metrics"]
+    assert metrics["accuracy"]["value"] == pytest.approx(7 / 10)
+    assert metrics["label_note"] == "y is one-hot (10 x 5): read by argmax"

@@ -32,6 +32,7 @@ import numpy as np
 from edge.artifact import Meta
 from edge.data.dataset import Dataset  # re-exported: Dataset has always been imported from here
 from edge.data.epochs import EEGEpochs
+from edge.data.ssvep_exo import is_exo_source
 from edge.data.text import is_text_spec, load_token_windows
 from edge.data.trial_files import is_trial_folder, read_npz, read_trial_folder
 from edge.errors import DataError
@@ -51,7 +52,7 @@ def load_dataset(spec: str, meta: Meta) -> Dataset:
         dataset = read_trial_folder(path, meta, params)
     elif meta.family == "eeg" and (_is_recording(path) or (path.is_dir() and any(filter(_is_recording, path.iterdir())))):
         dataset = _recordings(path, params, meta)
-    elif name in GENERATORS or (path.is_dir() and (any(path.glob("S*.mat")) or any(path.glob("subject*")))):
+    elif name in GENERATORS or (path.is_dir() and (any(path.glob("S*.mat")) or is_exo_source(path))):
         channels = ssvep_settings(meta)["channels"] or None
         dataset = shape_for_model(load_epochs(spec, channels), meta, spec)
     elif path.exists():
@@ -163,11 +164,12 @@ def load_epochs(spec: str, channels: list[str] | None = None) -> EEGEpochs:
         return _synthetic_epochs(params, channels)
     if path.is_dir() and any(path.glob("S*.mat")):
         return _benchmark_epochs(path, params, channels)
-    if path.is_dir() and any(path.glob("subject*")):
-        from edge.data.ssvep_exo import read_ssvep_exo
+    if is_exo_source(path):
+        from edge.data.ssvep_exo import exo_root_and_subjects, read_ssvep_exo
 
         subjects = parse_subjects(params["subjects"]) if "subjects" in params else None
-        epochs = read_ssvep_exo(path, subjects=subjects)
+        root, subjects = exo_root_and_subjects(path, subjects)
+        epochs = read_ssvep_exo(root, subjects=subjects)
         return epochs.pick_channels(channels) if channels else epochs
     raise DataError("not a source of whole SSVEP trials (synthetic-ssvep, a Benchmark folder or an SSVEPExo folder).",
                     where=name)

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.artifact import Meta
 from edge.data.registry import Dataset, _npy_folder, _npz, _number, load_epochs, parse_spec
+from edge.data.ssvep_exo import is_exo_source
 from edge.errors import DataError
 
 SPIKE_GENERATORS = ("synthetic-events",)
@@ -48,7 +49,7 @@ def load_spike_dataset(spec: str, meta: Meta) -> Dataset:
         dataset = _shd(path, params, shape, steps)
     elif name in SPIKE_GENERATORS:
         dataset = _synthetic(params, meta, shape, steps)
-    elif name in SSVEP_SOURCES or (path.is_dir() and (any(path.glob("S*.mat")) or any(path.glob("subject*")))):
+    elif name in SSVEP_SOURCES or (path.is_dir() and (any(path.glob("S*.mat")) or is_exo_source(path))):
         dataset = _ssvep(spec, meta)
     elif path.exists():
         raise DataError("not spike data this toolkit reads: expected an .npz with x and y, a folder of .npy files "

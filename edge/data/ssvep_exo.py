@@ -47,6 +47,26 @@ def read_ssvep_exo(folder: str | Path, *, subjects: list[int] | None = None, tmi
     return EEGEpochs.concatenate(parts)
 
 
+def is_exo_source(path: Path) -> bool:
+    """The SSVEPExo root (holding subjectNN folders) or one subjectNN folder of it."""
+    if not path.is_dir():
+        return False
+    if re.fullmatch(r"subject\d+", path.name) and any(path.glob("*raw.fif")):
+        return True
+    return any(p.is_dir() and re.fullmatch(r"subject\d+", p.name) for p in path.iterdir())
+
+
+def exo_root_and_subjects(path: Path, subjects: list[int] | None) -> tuple[Path, list[int] | None]:
+    """A subjectNN folder given alone reads as its parent with subjects=[NN]."""
+    m = re.fullmatch(r"subject(\d+)", path.name)
+    if m and not any(p.is_dir() and re.fullmatch(r"subject\d+", p.name) for p in path.iterdir()):
+        if subjects and subjects != [int(m.group(1))]:
+            raise DataError(f"the folder holds subject {int(m.group(1))} only; subjects={subjects} names others.",
+                            where=str(path))
+        return path.parent, [int(m.group(1))]
+    return path, subjects
+
+
 def session_files(folder: Path) -> list[tuple[str, Path, Path]]:
     """(session, raw file, events file) of one subject folder in session order; a lone raw or events file is refused."""
     raws: dict[str, Path] = {}

@@ -130,3 +130,11 @@ def test_edf_folder_with_event_sidecars_loads_exactly_as_without(physionet_folde
     np.testing.assert_array_equal(one_run.x, want.x[want.groups == "S001R08"])
     with pytest.raises(DataError, match="no recording of run 6"):
         load_dataset(f"{shipped}:runs=6", meta)
+
+
+def test_one_published_subject_folder_reads_as_that_subject(published_exo: Path) -> None:
+    alone = load_epochs(str(published_exo / "subject02"))
+    assert set(alone.subject) == {2} and len(alone) == 48
+    np.testing.assert_array_equal(alone.x, read_ssvep_exo(EXO, subjects=[2]).x)
+    with pytest.raises(DataError, match=r"holds subject 2 only; subjects=\[1\] names others"):
+        load_epochs(f"{published_exo / 'subject02'}:subjects=1-1")

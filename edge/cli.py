@@ -309,6 +309,10 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         return
     columns = {Path(model).name: results, **results.get("baselines", {})}
     click.echo(format_table(columns))
+    # What the data reader assumed or left out (label encoding, byte type, unlabelled windows) is shown, not hidden.
+    label_note = results["metrics"].get("label_note")
+    for note in results["data"].get("notes", []) + ([label_note] if label_note else []):
+        click.echo(f"note: {note}")
     subjects = per_subject_table(columns)
     if subjects:
         click.echo("\n" + subjects)

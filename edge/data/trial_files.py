@@ -65,6 +65,9 @@ def read_npz(path: Path) -> Dataset:
     if y is not None and (np.ndim(y) == 0 or len(y) != len(x)):
         raise DataError(f"x has {len(x)} trials but y has {np.size(y) if np.ndim(y) else 'a single'} label(s); "
                         "give one label (or one-hot row) per trial.", where=str(path))
+    if len(groups) and (np.ndim(groups) != 1 or len(groups) != len(x)):
+        raise DataError(f"x has {len(x)} trials but groups has shape {np.shape(groups)}; give one group (subject, "
+                        "session) per trial.", where=str(path))
     return Dataset(str(path), x, y, groups)
 
 

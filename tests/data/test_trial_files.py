@@ -171,6 +171,7 @@ def test_npz_keeps_integer_x_and_labels_as_stored(tmp_path: Path) -> None:
         ({"x": np.zeros((0, *TRIAL), np.float32), "y": np.zeros(0)}, r"x holds no trials \(shape \(0, 4, 3\)\)"),
         ({"x": np.zeros((3, *TRIAL), np.float32), "y": np.zeros(2)}, "x has 3 trials but y has 2 label"),
         ({"x": np.float32(1.0)}, "x is a single number"),
+        ({"x": np.zeros((3, *TRIAL), np.float32), "groups": np.array(["a", "b"])}, "groups has shape \\(2,\\)"),
     ],
 )
 def test_npz_refusals(tmp_path: Path, arrays: dict, message: str) -> None:
@@ -197,8 +198,9 @@ def test_folder_refusals(tmp_path: Path) -> None:
 # --- through the CLI: `edge eval MODEL --data FOLDER`, one line and exit 1 on bad data ---
 
 
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
+def run(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """``edge eval ARGS`` with its run folder under ``tmp_path``, never in the checkout."""
+    result = CliRunner().invoke(main, ["eval", *args, "--out-dir", str(tmp_path / "runs")])
     return result.exit_code, result.output
 
 
@@ -221,7 +223,7 @@ def test_cli_scores_an_eembc_set_against_its_labels(tmp_path: Path, float_model:
     labels = predictions(x)
     labels[:2] = (labels[:2] + 1) % CLASSES  # two wrong on purpose: accuracy must be exactly 6/8
     write_eembc_set(tmp_path / "set", x, labels)
-    code, out = run("eval", str(float_model), "--data", str(tmp_path / "set"), "--json", "--no-memory",
+    code, out = run(tmp_path, str(float_model), "--data", str(tmp_path / "set"), "--json", "--no-memory",
                     "--runs", "2")
     assert code == 0, out
     metrics = json.loads(out[out.index("{"):])["metrics"]
@@ -231,16 +233,16 @@ def test_cli_scores_an_eembc_set_against_its_labels(tmp_path: Path, float_model:
 def test_cli_refuses_bad_data_in_one_line(tmp_path: Path, float_model: Path) -> None:
     names = write_eembc_set(tmp_path / "set", np.zeros((2, *TRIAL), np.float32), np.array([0, 1]))
     (tmp_path / "set" / names[0]).write_bytes(bytes(40))
-    code, out = run("eval", str(float_model), "--data", str(tmp_path / "set"))
+    code, out = run(tmp_path, str(float_model), "--data", str(tmp_path / "set"))
     assert_one_line(code, out, f"'{names[0]}' holds 40 bytes but one trial of the model input is float32")
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, *TRIAL), np.float32), y=np.zeros(0))
-    code, out = run("eval", str(float_model), "--data", str(tmp_path / "empty.npz"))
+    code, out = run(tmp_path, str(float_model), "--data", str(tmp_path / "empty.npz"))
     assert_one_line(code, out, "x holds no trials")
     (tmp_path / "set" / "y_labels.csv").write_text("gone.bin,5,1\n")
-    code, out = run("eval", str(float_model), "--data", str(tmp_path / "set"))
+    code, out = run(tmp_path, str(float_model), "--data", str(tmp_path / "set"))
     assert_one_line(code, out, "names 'gone.bin', which is not in the folder")
     np.savez(tmp_path / "soft.npz", x=np.zeros((2, *TRIAL), np.float32), y=np.array([0.37, 1.0]))
-    code, out = run("eval", str(float_model), "--data", str(tmp_path / "soft.npz"), "--no-memory", "--runs", "2")
+    code, out = run(tmp_path, str(float_model), "--data", str(tmp_path / "soft.npz"), "--no-memory", "--runs", "2")
     assert_one_line(code, out, "y holds non-integer values (e.g. 0.37)")
 
 
@@ -257,9 +259,19 @@ def test_cli_one_hot_labels_score_as_their_class_indices(tmp_path: Path, float_m
     labels = predictions(x)
     labels[:3] = (labels[:3] + 2) % CLASSES  # three wrong: accuracy 7/10 either way
     np.savez(tmp_path / "one_hot.npz", x=x, y=np.eye(CLASSES, dtype=np.float32)[labels])
-    code, out = run("eval", str(float_model), "--data", str(tmp_path / "one_hot.npz"), "--json", "--no-memory",
+    code, out = run(tmp_path, str(float_model), "--data", str(tmp_path / "one_hot.npz"), "--json", "--no-memory",
                     "--runs", "2")
     assert code == 0, out
     metrics = json.loads(out[out.index("{"):])["metrics"]
     assert metrics["accuracy"]["value"] == pytest.approx(7 / 10)
     assert metrics["label_note"] == "y is one-hot (10 x 5): read by argmax"
+
+
+def test_cli_table_shows_the_readers_notes(tmp_path: Path, float_model: Path) -> None:
+    values = np.arange(24, dtype=np.float32)
+    (tmp_path / "normal_id_01.bin").write_bytes(values.tobytes())
+    (tmp_path / "y_labels.csv").write_text("normal_id_01.bin,2,0,48,48\n")
+    code, out = run(tmp_path, str(float_model), "--data", str(tmp_path), "--no-memory", "--runs", "2")
+    assert code == 0, out
+    assert "accuracy" not in out  # the per-recording anomaly labels are not scored as classes of the windows
+    assert "note: y_labels.csv holds anomaly labels per recording" in out

@@ -275,3 +275,17 @@ def test_cli_table_shows_the_readers_notes(tmp_path: Path, float_model: Path) ->
     assert code == 0, out
     assert "accuracy" not in out  # the per-recording anomaly labels are not scored as classes of the windows
     assert "note: y_labels.csv holds anomaly labels per recording" in out
+
+
+def test_eembc_set_for_an_int8_tflite_model_takes_its_input_type(tmp_path: Path, tiny_tflite_int8_io: bytes) -> None:
+    from edge.tflite_model import TfliteModel
+
+    meta = TfliteModel.from_bytes(tiny_tflite_int8_io).meta
+    x = np.random.default_rng(0).integers(-128, 128, size=(3, 2, 1, 8)).astype(np.int8)
+    write_eembc_set(tmp_path, x, np.array([3, 0, 1]), n_classes=4)
+    data = load_dataset(str(tmp_path), meta)
+    assert data.x.dtype == np.int8 and data.x.shape == (3, 2, 1, 8)
+    np.testing.assert_array_equal(data.x, x)
+    (tmp_path / "tst_000000_Word_3.bin").write_bytes(bytes(17))
+    with pytest.raises(DataError, match=r"holds 17 bytes but one trial of the model input is int8 x \(2, 1, 8\) = 16"):
+        load_dataset(str(tmp_path), meta)

@@ -318,6 +318,8 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         sweep_doc = {"models": {Path(model).name: results["resilience"]},
                      "bers": sweep.bers, "maps": maps, "trials": results["data"]["trials"]}
         click.echo(f"\nweight faults injected on {device}:\n" + format_resilience(sweep_doc))
+    if "fidelity_unavailable" in results["metrics"]:
+        click.echo(results["metrics"]["fidelity_unavailable"])
     click.echo(f"device: {results['device']['spec']} ({results['device'].get('engine', '')}); "
                f"latency: {results['metrics']['latency_ms']['source']}")
     click.echo(f"results: {folder / 'results.json'}")

@@ -261,7 +261,7 @@ def fault_options(command: Any) -> Any:
 @click.argument("model")
 @click.option("--data", "data_spec", required=True, metavar="DATASPEC", help="Dataset spec, file or folder.")
 @click.option("--device", default="cpu", show_default=True,
-              help="Target spec: cpu, gpu[:N], npu:ethos-u55-128, mcu:tflm[?arena=KB], serial:PORT, sim "
+              help="Target spec: cpu, gpu[:N], npu:ethos-u55-128, mcu:tflm[?arena=KB&ram=KB], serial:PORT, sim "
                    "(see `edge targets`).")
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1), help="Timed runs at batch 1.")
 @click.option("--reference", metavar="MODEL",

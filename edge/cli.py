@@ -42,12 +42,20 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 @main.command()
 @click.argument("model")
+@click.option("--targets/--no-targets", default=True, show_default=True,
+              help="TFLite files: ask LiteRT, TFLite Micro and Vela which operators each runs (a few seconds).")
+@click.option("--npu", default="ethos-u55-128", show_default=True, metavar="ACCELERATOR",
+              help="TFLite files: the Ethos-U configuration Vela checks the operators against.")
 @json_option
-def inspect(model: str, as_json: bool) -> None:
-    """Show metadata, provenance, ops, parameters, size and MACs of MODEL (a file or zoo name)."""
+def inspect(model: str, targets: bool, npu: str, as_json: bool) -> None:
+    """Show metadata, provenance, ops, parameters, size and MACs of MODEL (a file or zoo name).
+
+    For a TFLite file also every tensor with its quantization, an arena estimate, and which operators LiteRT,
+    TFLite Micro and an Ethos-U NPU run (and why an operator falls back to the CPU).
+    """
     from edge.inspection import describe, format_description
 
-    description = describe(model)
+    description = describe(model, targets=targets, npu=npu)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
 
 

@@ -338,7 +338,9 @@ def _is_language_model(model: str) -> bool:
     from edge.families.llm.export import is_llm
     from edge.models import resolve_model
 
-    if str(model).lower().endswith((".tflite", ".nir")):
+    from edge.tflite_model import is_tflite
+
+    if str(model).lower().endswith((".tflite", ".nir")) or is_tflite(model):
         return False
     return is_llm(resolve_model(model)[1])
 
@@ -536,15 +538,19 @@ def sim(model_path: str | None, storage: str | None, link_faults: str) -> None:
 @fault_options
 @click.option("--targets", type=click.Choice(["weights", "all"]), default="weights", show_default=True,
               help="Weights and biases, or every stored float parameter (clip bounds included).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Processes.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Processes (ONNX models on the cpu only).")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the faulty weights run: cpu (onnxruntime for ONNX, LiteRT for TFLite), mcu:tflm, sim, ...")
 @click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where the run folder is created.")
 @json_option
 def resilience(model: str, data_spec: str, ber_range: str, maps: int, compare: str | None, bits: str, kind: str,
-               targets: str, seed: int, workers: int, out_dir: str, as_json: bool) -> None:
+               targets: str, seed: int, workers: int, device: str, out_dir: str, as_json: bool) -> None:
     """Accuracy (and ITR) of MODEL against the bit error rate of its weight memory, with 95 % bands.
 
-    The curve (and COMPARE's, on the same fault maps) goes to results.json and resilience.png.
+    MODEL and COMPARE are ONNX files, zoo names or TFLite files (they may differ). The curve (and COMPARE's,
+    on the same fault maps) goes to results.json and resilience.png.
     """
     from edge.faults import FaultModel
     from edge.resilience import format_resilience, parse_ber_range, run_resilience
@@ -564,7 +570,7 @@ def resilience(model: str, data_spec: str, ber_range: str, maps: int, compare: s
             click.echo(f"results: {folder / 'results.json'}")
         return
     results, folder = run_resilience(model, data_spec, bers=bers, maps=maps, seed=seed, compare=compare,
-                                     fault=fault, workers=workers, out_dir=out_dir)
+                                     fault=fault, workers=workers, out_dir=out_dir, device=device)
     if as_json:
         click.echo(json.dumps({k: v for k, v in results.items()}, indent=2, default=str))
         return

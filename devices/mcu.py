@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from devices.base import TargetSpec, patched_tflite, tflite_fault_targets, time_calls
-from edge.errors import TargetError
+from edge.errors import EngineError, TargetError
 from edge.faults import FaultMap, FaultModel, FaultTargets
 from edge.tflite_model import TfliteModel
-from runtimes.tflm_session import TFLMSession, arena_fits, arena_message, minimum_arena_bytes
+from runtimes.tflm_session import TFLMSession, arena_fits, minimum_arena_bytes
 
 ENGINES = ("tflm",)
 
@@ -72,10 +72,19 @@ class McuTarget:
             # probed in a child process: some too-small arenas crash TFLite Micro instead of failing
             raise TargetError(f"the model does not fit a {self._arena_text} KiB arena (TFLite Micro "
                               "cannot allocate its tensors); raise ?arena= or leave it out to size it automatically.")
-        if self.arena_bytes is None and self.ram_bytes is not None and not arena_fits(model.data, self.ram_bytes):
-            raise TargetError(arena_message(self.ram_bytes, True))
+        report: dict[str, Any] = {"engine": "tflite-micro", "bytes": len(model.data)}
+        if self.arena_bytes is None:
+            # the host interpreter runs with a generous arena; what a board needs is the minimum, measured here
+            # (once per model) so that `edge flash` reports it and a model too big for ?ram= is refused now
+            self._minimum_arena = _minimum_arena(model, self.ram_bytes)
+            report.update(arena_bytes=self._minimum_arena, arena="minimum that allocates the tensors (bisection, "
+                                                                  "64-bit host)")
+        else:
+            report.update(arena_bytes=self.arena_bytes, arena="given")
+        if self.ram_bytes is not None:
+            report["ram_bytes"] = self.ram_bytes
         self._session = TFLMSession(model.data, arena_bytes=self.arena_bytes)
-        return {"engine": "tflite-micro", "bytes": len(model.data), "arena_bytes": self._session.arena_bytes}
+        return report
 
     def _deployed(self) -> TfliteModel:
         if self._model is None or self._session is None:
@@ -99,7 +108,7 @@ class McuTarget:
         """Arena (given, or the smallest that runs one trial) and flash (the model file) in bytes."""
         model = self._deployed()
         if self.arena_bytes is None and self._minimum_arena is None:
-            self._minimum_arena = minimum_arena_bytes(model.data, trial, upper=self.ram_bytes)
+            self._minimum_arena = _minimum_arena(model, self.ram_bytes, trial)
         arena = self.arena_bytes or self._minimum_arena
         memory = {"arena_bytes": arena, "arena": "given" if self.arena_bytes else "minimum (bisection, 64-bit host)",
                   "flash_bytes": len(model.data)}
@@ -126,3 +135,17 @@ class McuTarget:
 
     def close(self) -> None:
         self._session = None
+
+
+_MINIMUM_ARENAS: dict[tuple[str, int | None], int] = {}
+
+
+def _minimum_arena(model: TfliteModel, ram_bytes: int | None, trial: np.ndarray | None = None) -> int:
+    """The smallest arena the model allocates in (searched up to ``ram_bytes``), measured once per model and RAM."""
+    key = (model.sha256, ram_bytes)
+    if key not in _MINIMUM_ARENAS:
+        try:
+            _MINIMUM_ARENAS[key] = minimum_arena_bytes(model.data, trial, upper=ram_bytes)
+        except EngineError as exc:
+            raise TargetError(str(exc)) from None
+    return _MINIMUM_ARENAS[key]

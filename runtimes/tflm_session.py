@@ -141,7 +141,7 @@ def _fits(data: bytes, size: int, trial: np.ndarray | None) -> bool:
         return False
 
 
-def minimum_arena_bytes(data: bytes, trial: np.ndarray, *, upper: int | None = None) -> int:
+def minimum_arena_bytes(data: bytes, trial: np.ndarray | None, *, upper: int | None = None) -> int:
     """Smallest arena (to 16 bytes) in which the model allocates and runs one trial (probes isolated by fork).
 
     The search goes up to ``upper`` (the RAM of the microcontroller, when one is named) or else to

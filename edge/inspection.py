@@ -22,7 +22,7 @@ def describe(model: str | Path, *, targets: bool = True, npu: str = "ethos-u55-1
     A TFLite file (recognised by its identifier, whatever its name) goes to :func:`describe_tflite`, which alone
     uses ``targets`` and ``npu``.
     """
-    if is_tflite(model):
+    if is_tflite(model) or str(model).lower().endswith(".tflite"):
         return describe_tflite(model, targets=targets, npu=npu)
     if str(model).lower().endswith(".nir"):
         from edge.snn import import_nir_file

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge.data.registry import load_dataset
-from edge.errors import DataError
+from edge.errors import DataError, TargetError
 from edge.families.ssvep.metrics import itr_bits_per_min
 
 
@@ -95,7 +95,7 @@ def device_curve(model: Any, x: np.ndarray, y: np.ndarray, *, device: str, bers:
                             state_path=state_path)
         return {**curve, "format": "onnx", "engine": "onnxruntime weight-fault engine"}
     if workers != 1:
-        raise DataError(f"a campaign on {device} (or on a TFLite file) injects its maps into one deployed model; "
+        raise TargetError(f"a campaign on {device} (or on a TFLite file) injects its maps into one deployed model; "
                         "run it with --workers 1.")
     target, deployed, report = deploy(model, device)
     try:
@@ -168,7 +168,7 @@ def format_resilience(results: dict[str, Any]) -> str:
                  f"stored bit of the weights and biases; 95 % t intervals over maps.")
     for m in models:
         if results["models"][m].get("engine"):
-            lines.append(f"{Path(m).name}: run by {results['models'][m]['engine']}")
+            lines.append(f"{Path(m).name} engine: {results['models'][m]['engine']}")
     for m in models:
         ber = half_accuracy_ber(results["models"][m])
         lines.append(f"{Path(m).name}: AUC {results['models'][m]['auc']:.3f}, accuracy halves at "

@@ -103,3 +103,15 @@ def test_a_damaged_tflite_file_is_one_sentence(tiny_tflite, tmp_path: Path) -> N
     path.write_bytes(tiny_tflite[:200])
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 1 and "damaged" in result.output and "Traceback" not in result.output
+
+
+def test_what_is_not_a_tflite_file_is_told_apart(tiny_tflite, tmp_path: Path) -> None:
+    fake = tmp_path / "fake.tflite"
+    fake.write_bytes(b"not a flatbuffer at all")
+    for command in (["inspect", str(fake)], ["convert", str(fake), "-o", str(tmp_path / "x.onnx")]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1 and "no TFL3 identifier" in result.output, result.output
+    real = tmp_path / "real.tflite"
+    real.write_bytes(tiny_tflite)
+    result = CliRunner().invoke(main, ["convert", str(real), "-o", str(tmp_path / "x.onnx"), "--quantize", "int8"])
+    assert result.exit_code == 1 and "needs the ONNX model it was exported from" in result.output

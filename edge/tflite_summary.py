@@ -52,7 +52,8 @@ def summarize_tflite(model: TfliteModel) -> dict[str, Any]:
     for index, (op, kind) in enumerate(zip(graph.operators or [], kinds, strict=True)):
         inputs = [int(i) for i in (op.inputs if op.inputs is not None else [])]
         outputs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
-        operators.append({"index": index, "op": kind, "inputs": [tensors[i]["name"] if i >= 0 else None for i in inputs],
+        operators.append({"index": index, "op": kind,
+                          "inputs": [tensors[i]["name"] if i >= 0 else None for i in inputs],
                           "outputs": [tensors[i]["name"] for i in outputs],
                           "macs": operator_macs(kind, op, graph.tensors)})
     macs_by_type: dict[str, int] = {}

@@ -26,6 +26,7 @@ from edge.errors import EngineError
 #: The engines :func:`operator_support` asks, by the names results documents use.
 ENGINES = ("litert", "tflite-micro")
 _MISSING = "Didn't find op"
+_RAISED = "\n--- raised: "  # separates what an engine printed from the exception it raised
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def operator_codes(data: bytes) -> list[OperatorCode]:
 def litert_refusal(data: bytes) -> str | None:
     """None when LiteRT loads and allocates the file, else its reason in one sentence (first complaint only)."""
     ok, message = _in_child(lambda: _litert_load(data))
-    return None if ok else clean_litert_message(message)
+    printed, _, raised = message.partition(_RAISED)
+    return None if ok else clean_litert_message(raised or printed)
 
 
 def tflm_refusal(data: bytes, arena_bytes: int | None = None) -> str | None:
@@ -76,7 +78,7 @@ def tflm_refusal(data: bytes, arena_bytes: int | None = None) -> str | None:
 
 
 def operator_support(data: bytes) -> dict[str, dict[str, str | None]]:
-    """Per engine (``litert``, ``tflite-micro``), each operator kind of the file: None if it has a kernel, else why not."""
+    """Per engine (``litert``, ``tflite-micro``), each operator kind of the file: None if it has a kernel, else why."""
     from importlib.metadata import version
 
     support: dict[str, dict[str, str | None]] = {engine: {} for engine in ENGINES}
@@ -131,8 +133,8 @@ def _version(package: str) -> str:
 def _litert_load(data: bytes, allocate: bool = True) -> None:
     from ai_edge_litert import interpreter as litert
 
-    interpreter = litert.Interpreter(
-        model_content=bytes(data), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    resolver = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = litert.Interpreter(model_content=bytes(data), experimental_op_resolver_type=resolver)
     if allocate:
         interpreter.allocate_tensors()
 
@@ -145,7 +147,8 @@ def _tflm_load(data: bytes, arena_bytes: int) -> None:
 
 def _first_tflm_line(message: str) -> str:
     """TFLite Micro's most telling line: the first it printed that is not its generic summary."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    printed, _, raised = message.partition(_RAISED)
+    lines = [line.strip() for line in (printed + "\n" + raised).splitlines() if line.strip()]
     useful = [line for line in lines if "failed to allocate tensors" not in line.lower()]
     return (useful or lines or ["TFLite Micro gave no reason"])[0]
 
@@ -202,7 +205,7 @@ def _in_child(call: Callable[[], None]) -> tuple[bool, str]:
                 call()
                 code = 0
             except Exception as exc:  # noqa: BLE001
-                os.write(write, f"\n{exc}\n".encode(errors="replace"))
+                os.write(write, f"{_RAISED}{exc}\n".encode(errors="replace"))
         finally:
             os._exit(code)
     os.close(write)

@@ -26,6 +26,7 @@ from edge.errors import EngineError
 #: The engines :func:`operator_support` asks, by the names results documents use.
 ENGINES = ("litert", "tflite-micro")
 _MISSING = "Didn't find op"
+_ANSWER = "kernel: "
 _RAISED = "\n--- raised: "  # separates what an engine printed from the exception it raised
 
 
@@ -79,18 +80,14 @@ def tflm_refusal(data: bytes, arena_bytes: int | None = None) -> str | None:
 
 def operator_support(data: bytes) -> dict[str, dict[str, str | None]]:
     """Per engine (``litert``, ``tflite-micro``), each operator kind of the file: None if it has a kernel, else why."""
-    from importlib.metadata import version
-
-    support: dict[str, dict[str, str | None]] = {engine: {} for engine in ENGINES}
-    for code in operator_codes(data):
-        probe = _one_operator_model(code)
-        ok, message = _in_child(lambda probe=probe: _litert_load(probe, allocate=False))
-        support["litert"][code.name] = (None if ok or _MISSING not in message else
-                                        f"LiteRT {_version('ai-edge-litert')} has no kernel for {code.name} version "
-                                        f"{code.version}")
-        ok, message = _in_child(lambda probe=probe: _tflm_load(probe, 16384))
-        support["tflite-micro"][code.name] = (None if ok or _MISSING not in message else
-                                              f"not in TFLite Micro's kernels (tflite-micro {version('tflite-micro')})")
+    codes = operator_codes(data)
+    reasons = {"litert": f"LiteRT {_version('ai-edge-litert')} has no kernel for {{name}} version {{version}}",
+               "tflite-micro": f"not in TFLite Micro's kernels (tflite-micro {_version('tflite-micro')})"}
+    support: dict[str, dict[str, str | None]] = {}
+    for engine in ENGINES:
+        found = _has_kernels(engine, codes)
+        support[engine] = {code.name: None if has else reasons[engine].format(name=code.name, version=code.version)
+                           for code, has in zip(codes, found, strict=True)}
     return support
 
 
@@ -218,3 +215,56 @@ def _in_child(call: Callable[[], None]) -> tuple[bool, str]:
     if os.WIFSIGNALED(status):
         output += f"\nthe engine crashed (signal {os.WTERMSIG(status)})"
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, output
+
+
+def registered_builtins(engine: str = "tflite-micro") -> list[str]:
+    """Every builtin operator ``engine`` (``litert`` or ``tflite-micro``) has a kernel for, at version 1: the
+    supported-operators list of the installed build, asked of the engine itself."""
+    if engine not in ENGINES:
+        raise EngineError(f"unknown engine '{engine}'; available: {', '.join(ENGINES)}.")
+    schema = _schema()
+    skip = ("CUSTOM", "PLACEHOLDER_FOR_GREATER_OP_CODES")
+    codes = sorted((OperatorCode(name, code, 1) for name, code in vars(schema.BuiltinOperator).items()
+                    if not name.startswith("_") and isinstance(code, int) and name not in skip),
+                   key=lambda c: c.builtin)
+    return [code.name for code, has in zip(codes, _has_kernels(engine, codes), strict=True) if has]
+
+
+def _has_kernels(engine: str, codes: list[OperatorCode]) -> list[bool]:
+    """Whether ``engine`` finds a kernel for each operator kind, asked in as few forked children as crashes allow.
+
+    A child probes the kinds in turn and reports each on its own line. An engine that lacks a kernel says so and
+    returns; one that has it goes on to prepare the lone operator, which may crash TFLite Micro: the kind the
+    child died on therefore counts as present, and a new child carries on after it.
+    """
+    answers: list[bool] = []
+    while len(answers) < len(codes):
+        _, output = _in_child(lambda start=len(answers): _probe_kernels(engine, codes[start:]))
+        answers += [line.endswith(" yes") for line in output.splitlines() if line.startswith(_ANSWER)]
+        if len(answers) < len(codes):
+            answers.append(True)
+    return answers
+
+
+def _probe_kernels(engine: str, codes: list[OperatorCode]) -> None:
+    """In a child: one answer line per operator kind on the original stdout, written as soon as it is known."""
+    import tempfile
+
+    answer_fd = os.dup(1)
+    for code in codes:
+        probe = _one_operator_model(code)
+        with tempfile.TemporaryFile() as printed:
+            os.dup2(printed.fileno(), 1)
+            os.dup2(printed.fileno(), 2)  # the engines print their lookup failures straight to fd 1 or 2
+            message = ""
+            try:
+                if engine == "litert":
+                    _litert_load(probe, allocate=False)
+                else:
+                    _tflm_load(probe, 16384)
+            except Exception as exc:  # noqa: BLE001 - the text says whether the kernel was missing
+                message = str(exc)
+            printed.seek(0)
+            message += printed.read().decode(errors="replace")
+        found = _MISSING not in message
+        os.write(answer_fd, f"{_ANSWER}{code.name} {'yes' if found else 'no'}\n".encode())

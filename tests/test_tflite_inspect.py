@@ -115,3 +115,11 @@ def test_what_is_not_a_tflite_file_is_told_apart(tiny_tflite, tmp_path: Path) ->
     real.write_bytes(tiny_tflite)
     result = CliRunner().invoke(main, ["convert", str(real), "-o", str(tmp_path / "x.onnx"), "--quantize", "int8"])
     assert result.exit_code == 1 and "needs the ONNX model it was exported from" in result.output
+
+
+def test_the_supported_operator_lists_come_from_the_engines_themselves() -> None:
+    from runtimes.tflite_support import registered_builtins
+
+    micro, litert = registered_builtins("tflite-micro"), registered_builtins("litert")
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX"} <= set(micro)
+    assert "GELU" not in micro and "GELU" in litert and len(litert) > len(micro)

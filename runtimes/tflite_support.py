@@ -10,6 +10,7 @@ from a Vela compile (:mod:`runtimes.vela`), whose report names each operator lef
 
 >>> litert_refusal(data)        # None, or LiteRT's reason for not loading the file  # doctest: +SKIP
 >>> operator_support(data)      # {"litert": {"CONV_2D": None, ...}, "tflite-micro": {...}}  # doctest: +SKIP
+>>> registered_builtins("tflite-micro")  # every builtin the installed build has a kernel for  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def operator_codes(data: bytes) -> list[OperatorCode]:
 def litert_refusal(data: bytes) -> str | None:
     """None when LiteRT loads and allocates the file, else its reason in one sentence (first complaint only)."""
     ok, message = _in_child(lambda: _litert_load(data))
+    if ok:
+        return None
     printed, _, raised = message.partition(_RAISED)
-    return None if ok else clean_litert_message(raised or printed)
+    reason = clean_litert_message(raised or printed)
+    return re.sub(r"\(tensor (\d+) ", lambda m: f"(tensor {m.group(1)} '{_tensor_name(data, int(m.group(1)))}' ", reason)
 
 
 def tflm_refusal(data: bytes, arena_bytes: int | None = None) -> str | None:
@@ -116,6 +120,11 @@ def clean_litert_message(message: str) -> str:
             first = f"{first.rstrip('.')} ({part.strip().rstrip('.').replace('Tensor', 'tensor', 1)})"
             break
     return first.rstrip(". ") or "LiteRT gave no reason"
+
+
+def _tensor_name(data: bytes, index: int) -> str:
+    graph = _schema().Model.GetRootAs(bytes(data), 0).Subgraphs(0)
+    return (graph.Tensors(index).Name() or b"?").decode(errors="replace") if index < graph.TensorsLength() else "?"
 
 
 def _version(package: str) -> str:

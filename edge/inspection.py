@@ -12,7 +12,7 @@ from edge.families.llm.runner import CacheLayout, weight_macs_per_token
 from edge.families.snn.export import is_snn
 from edge.models import resolve_model
 from edge.summary import summarize
-from edge.tflite_model import is_tflite, read_tflite
+from edge.tflite_model import TfliteModel, is_tflite, read_tflite
 from edge.tflite_summary import summarize_tflite
 
 
@@ -164,13 +164,31 @@ def target_support(data: bytes, npu: str = "ethos-u55-128") -> dict[str, Any]:
     engines["tflite-micro"]["note"] = ("every kernel of the tflite-micro build is registered here; a firmware has only "
                                        "the operators its MicroMutableOpResolver adds")
     placement = npu_placement(data, npu)
-    on_cpu: dict[str, str] = {}
-    for row in placement.get("cpu_operations", []):
-        on_cpu.setdefault(_op_key(row["op"]), row.get("reason") or "Vela leaves it on the CPU")
+    operators = TfliteModel.from_bytes(data).operators()
+    placement["already_compiled"] = "CUSTOM:ethos-u" in operators
     if "error" not in placement:
-        placement["operators"] = {name: f"cpu: {on_cpu[_op_key(name)]}" if _op_key(name) in on_cpu else "npu"
-                                  for name in support["litert"]}
+        placement["operators"] = _npu_operators(operators, placement["cpu_operations"])
     return {**engines, "npu": placement}
+
+
+def _npu_operators(operators: list[str], cpu_operations: list[dict[str, Any]]) -> dict[str, str]:
+    """Per operator kind: ``npu``, or ``cpu: <Vela's reason>`` (with how many when only some stay on the CPU)."""
+    reasons: dict[str, list[str]] = {}
+    for row in cpu_operations:
+        reasons.setdefault(_op_key(row["op"]), []).append(row.get("reason") or "Vela leaves it on the CPU")
+    counts = {name: operators.count(name) for name in dict.fromkeys(operators)}
+    placement = {}
+    for name, count in counts.items():
+        if name == "CUSTOM:ethos-u":
+            placement[name] = "npu (already compiled by Vela: its command stream)"
+            continue
+        on_cpu = reasons.get(_op_key(name), [])
+        if not on_cpu:
+            placement[name] = "npu"
+        else:
+            share = "" if len(on_cpu) >= count else f"{len(on_cpu)} of {count} "
+            placement[name] = f"{share}cpu: {on_cpu[0]}"
+    return placement
 
 
 def format_tflite_description(description: dict[str, Any]) -> str:
@@ -228,7 +246,10 @@ def _engine_lines(targets: dict[str, Any]) -> list[str]:
         state = "loads it" if engine["loads"] else f"cannot load it: {engine['reason']}"
         lines.append(f"{'engines' if not lines else '':<10} {label} {state}")
     npu = targets["npu"]
-    if "error" in npu:
+    if npu.get("already_compiled"):
+        lines.append(f"{'':<10} Ethos-U: already compiled by Vela; its CUSTOM:ethos-u operator is the NPU's command "
+                     "stream, the other operators run on the CPU")
+    elif "error" in npu:
         lines.append(f"{'':<10} {npu['accelerator']}: not checked ({npu['error']})")
     else:
         lines.append(f"{'':<10} {npu['accelerator']} (Vela {npu['vela_version']}): {npu['npu_operators']} operators on "
@@ -258,8 +279,8 @@ def _quantization_text(q: dict[str, Any] | None) -> str:
 
 
 def _op_key(name: str) -> str:
-    """An operator name as TFLite (CONV_2D) and Vela (Conv2D) both spell it."""
-    return name.replace("_", "").upper()
+    """An operator name as TFLite (CONV_2D) and Vela (Conv2D) both spell it; custom ones are CUSTOM to Vela."""
+    return "CUSTOM" if name.startswith("CUSTOM:") else name.replace("_", "").upper()
 
 
 def _text(value: Any) -> str | None:

@@ -113,7 +113,7 @@ class TfliteModel:
                 codes.append(f"CUSTOM:{custom}")
             else:
                 codes.append(names.get(builtin, str(builtin)))
-        return [codes[op.opcodeIndex] for op in self._model.subgraphs[0].operators]
+        return [codes[op.opcodeIndex] for op in self._model.subgraphs[0].operators or []]
 
     def weight_buffers(self) -> list[WeightBuffer]:
         """Weights (input 1) and biases (input 2) of every weight operator, in execution order, with file offsets."""
@@ -123,7 +123,7 @@ class TfliteModel:
         raw = schema.Model.GetRootAs(self.data, 0)
         seen: set[int] = set()
         found = []
-        for op, kind in zip(graph.operators, self.operators(), strict=True):
+        for op, kind in zip(graph.operators or [], self.operators(), strict=True):
             if kind not in WEIGHT_OPERATORS:
                 continue
             for position in (1, 2):

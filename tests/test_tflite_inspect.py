@@ -123,3 +123,16 @@ def test_the_supported_operator_lists_come_from_the_engines_themselves() -> None
     micro, litert = registered_builtins("tflite-micro"), registered_builtins("litert")
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX"} <= set(micro)
     assert "GELU" not in micro and "GELU" in litert and len(litert) > len(micro)
+
+
+def test_a_vela_compiled_file_is_recognised(tiny_tflite_int8_io, tmp_path: Path) -> None:
+    from runtimes.vela import compile_for_npu
+
+    path = tmp_path / "vela.tflite"
+    path.write_bytes(compile_for_npu(tiny_tflite_int8_io, "ethos-u55-128")[0])
+    doc = _inspect(path)
+    targets = doc["targets"]
+    assert targets["npu"]["already_compiled"] and targets["npu"]["operators"]["CUSTOM:ethos-u"].startswith("npu")
+    for engine in ("litert", "tflite-micro"):  # neither host engine has the NPU's custom operator
+        assert not targets[engine]["loads"] and targets[engine]["operators"]["CUSTOM:ethos-u"] is not None
+    assert "already compiled by Vela" in CliRunner().invoke(main, ["inspect", str(path)]).output

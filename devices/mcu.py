@@ -18,6 +18,7 @@ from devices.base import TargetSpec, patched_tflite, tflite_fault_targets, time_
 from edge.errors import EngineError, TargetError
 from edge.faults import FaultMap, FaultModel, FaultTargets
 from edge.tflite_model import TfliteModel
+from runtimes.tflite_support import tflm_refusal
 from runtimes.tflm_session import TFLMSession, arena_fits, minimum_arena_bytes
 
 ENGINES = ("tflm",)
@@ -68,6 +69,9 @@ class McuTarget:
             raise TargetError("mcu:tflm runs TFLite files; export one with `edge convert ... --export tflite`.")
         self._model = model
         self._minimum_arena = None
+        refusal = tflm_refusal(model.data)  # in a child, with an arena that always suffices
+        if refusal is not None:
+            raise TargetError(f"TFLite Micro cannot run this model: {refusal}.")
         if self.arena_bytes is not None and not arena_fits(model.data, self.arena_bytes):
             # probed in a child process: some too-small arenas crash TFLite Micro instead of failing
             raise TargetError(f"the model does not fit a {self._arena_text} KiB arena (TFLite Micro "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import re
 import sys
 from collections.abc import Iterator
 
@@ -151,6 +152,11 @@ def minimum_arena_bytes(data: bytes, trial: np.ndarray | None, *, upper: int | N
     high = min(cap, max(upper_bound_arena_bytes(data), MIN_ARENA_BYTES))
     if not arena_fits(data, high, trial):
         if high >= cap or not arena_fits(data, cap, trial):
+            from runtimes.tflite_support import tflm_refusal
+
+            reason = tflm_refusal(data, cap)
+            if reason is not None and not is_arena_shortage(reason):  # a missing kernel, say: no arena helps
+                raise EngineError(f"TFLite Micro cannot run the model: {reason}.")
             raise EngineError(arena_message(cap, upper is not None))
         high = cap
     if arena_fits(data, MIN_ARENA_BYTES, trial):
@@ -160,6 +166,11 @@ def minimum_arena_bytes(data: bytes, trial: np.ndarray | None, *, upper: int | N
         middle = (low + high) // 2
         low, high = (low, middle) if arena_fits(data, middle, trial) else (middle, high)
     return high
+
+
+def is_arena_shortage(reason: str) -> bool:
+    """Whether TFLite Micro's complaint is about arena space (rather than, say, a missing kernel)."""
+    return bool(re.search(r"Failed to (allocate|resize)|[Aa]rena", reason))
 
 
 def arena_message(tried: int, is_ram: bool) -> str:

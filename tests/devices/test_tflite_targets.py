@@ -120,3 +120,13 @@ def test_resilience_of_tflite_files_degrades_at_high_ber_on_the_mcu_and_the_cpu(
     assert (folder / "resilience.png").stat().st_size > 0
     refused = CliRunner().invoke(main, ["resilience", str(files["refused"]), *common])
     assert refused.exit_code == 1 and "--device mcu:tflm" in refused.output
+
+
+def test_a_missing_kernel_is_not_blamed_on_the_arena() -> None:
+    gelu = relu_model((1, 8), op="GELU")  # LiteRT has GELU, this TFLite Micro build does not
+    for spec in ("mcu:tflm", "mcu:tflm?arena=64"):
+        with pytest.raises(TargetError, match="TFLite Micro cannot run this model: Didn't find op for builtin opcode "
+                                              "'GELU'"):
+            get_target(spec).deploy(TfliteModel.from_bytes(gelu))
+    with pytest.raises(EngineError, match="cannot run the model: Didn't find op .*'GELU'"):
+        minimum_arena_bytes(gelu, None)

@@ -1,12 +1,15 @@
-"""What ``edge inspect`` shows: metadata, provenance, op histogram, parameters, size and MACs."""
+"""What ``edge inspect`` shows: metadata, provenance, op histogram, parameters, size and MACs (and for a TFLite
+file every tensor with its quantization, an arena estimate and which operators each target runs)."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from pathlib import Path
 from typing import Any
 
+from edge.errors import TargetError
 from edge.families.llm.export import is_llm
 from edge.families.llm.runner import CacheLayout, weight_macs_per_token
 from edge.families.snn.export import is_snn
@@ -156,7 +159,12 @@ def describe_tflite(model: str | Path, *, targets: bool = True, npu: str = "etho
 def target_support(data: bytes, npu: str = "ethos-u55-128") -> dict[str, Any]:
     """Whether LiteRT and TFLite Micro load the file and which operators each lacks; Vela's NPU/CPU placement."""
     from runtimes.tflite_support import litert_refusal, npu_placement, operator_support, tflm_refusal
+    from runtimes.vela import ACCELERATORS
 
+    if npu not in ACCELERATORS:
+        close = difflib.get_close_matches(npu, ACCELERATORS, n=1)
+        raise TargetError(f"--npu must be an Ethos-U configuration Vela knows ({', '.join(ACCELERATORS)}); got "
+                          f"'{npu}'." + (f" Did you mean '{close[0]}'?" if close else ""))
     support = operator_support(data)
     refusals = {"litert": litert_refusal(data), "tflite-micro": tflm_refusal(data)}
     engines: dict[str, Any] = {name: {"loads": refusals[name] is None, "reason": refusals[name],

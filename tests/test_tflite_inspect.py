@@ -136,3 +136,10 @@ def test_a_vela_compiled_file_is_recognised(tiny_tflite_int8_io, tmp_path: Path)
     for engine in ("litert", "tflite-micro"):  # neither host engine has the NPU's custom operator
         assert not targets[engine]["loads"] and targets[engine]["operators"]["CUSTOM:ethos-u"] is not None
     assert "already compiled by Vela" in CliRunner().invoke(main, ["inspect", str(path)]).output
+
+
+def test_a_misspelt_npu_is_one_sentence_with_the_nearest_name(tiny_tflite, tmp_path: Path) -> None:
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(tiny_tflite)
+    result = CliRunner().invoke(main, ["inspect", str(path), "--npu", "ethos-u55-12"])
+    assert result.exit_code == 1 and "Did you mean 'ethos-u55-128'?" in result.output

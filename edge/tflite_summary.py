@@ -1,7 +1,7 @@
 """Static summary of a TFLite file: operators, tensors with their quantization, parameters, MACs and arena.
 
-MACs are counted at the stored shapes (batch 1 for the files this toolkit writes) for the operators whose cost
-is a product of weights and activations: CONV_2D (output elements x kernel height x width x input channels
+MACs are counted at the stored shapes (batch 1 for the files this toolkit writes; an unknown dimension
+counts 1) for the operators whose cost is a product of weights and activations: CONV_2D (output elements x kernel height x width x input channels
 per group), DEPTHWISE_CONV_2D (output elements x kernel height x width), FULLY_CONNECTED (output elements x
 input features), BATCH_MATMUL (output elements x the contracted dimension), TRANSPOSE_CONV (input elements x
 kernel height x width x output channels) and CONV_3D. Every other operator counts 0 and is listed as such.
@@ -86,7 +86,7 @@ def operator_macs(kind: str, op: Any, tensors: list[Any]) -> int:
         if position >= len(indices) or indices[position] < 0:
             return []
         dims = tensors[int(indices[position])].shape
-        return [int(d) for d in (dims if dims is not None else [])]
+        return [max(int(d), 1) for d in (dims if dims is not None else [])]  # unknown (-1) dims count as 1
 
     out = shape(0, op.outputs)
     out_elements = math.prod(out) if out else 0

@@ -57,7 +57,18 @@ class CpuTarget:
     def deploy(self, model: Artifact | TfliteModel) -> dict[str, Any]:
         """Load the model into an ONNX Runtime (or, for TFLite, a LiteRT) session."""
         self._model = model
-        self._session = self._open(model.to_bytes() if isinstance(model, TfliteModel) else None)
+        try:
+            self._session = self._open(model.to_bytes() if isinstance(model, TfliteModel) else None)
+        except EngineError as exc:
+            if not isinstance(model, TfliteModel) or not str(exc).startswith("LiteRT refused"):
+                raise
+            from runtimes.tflite_support import litert_refusal
+
+            # LiteRT checks some quantization parameters TFLite Micro accepts (one zero point for a per-channel
+            # tensor), so the file may still run on the microcontroller targets.
+            reason = litert_refusal(model.to_bytes()) or str(exc)
+            raise TargetError(f"the cpu target runs TFLite files in LiteRT, which cannot load this one ({reason}); "
+                              "TFLite Micro may: try --device mcu:tflm.") from None
         return {"engine": self.info()["engine"], "bytes": len(model.to_bytes())}
 
     def _open(self, tflite: bytes | None) -> Any:

@@ -3,9 +3,9 @@
 The kernels are TFLite Micro's own reference kernels, so outputs are what a board running the same build
 of TFLite Micro computes (bit for bit with LiteRT's reference kernels). Latency is host wall-clock time of
 the x86 kernels, not a microcontroller's; use ``serial:`` with a board (or ``sim`` to develop the flow)
-for on-device timing. Memory: the tensor arena (the smallest that runs the model, found by bisection,
-unless ``arena=KB`` fixes it) and the flash the model occupies. Arena sizes measured on a 64-bit host are
-upper bounds for a 32-bit microcontroller.
+for on-device timing. Memory: the tensor arena (the smallest that runs the model, found by bisection up to
+the microcontroller's RAM given as ``ram=KB``, else up to 8 MiB, unless ``arena=KB`` fixes it) and the flash
+the model occupies. Arena sizes measured on a 64-bit host are upper bounds for a 32-bit microcontroller.
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ from typing import Any
 import numpy as np
 
 from devices.base import TargetSpec, patched_tflite, tflite_fault_targets, time_calls
-from edge.errors import TargetError
+from edge.errors import EngineError, TargetError
 from edge.faults import FaultMap, FaultModel, FaultTargets
 from edge.tflite_model import TfliteModel
+from runtimes.tflite_support import tflm_refusal
 from runtimes.tflm_session import TFLMSession, arena_fits, minimum_arena_bytes
 
 ENGINES = ("tflm",)
 
 
 class McuTarget:
-    """TFLite Micro on the host, with an optional fixed arena (``mcu:tflm?arena=64`` for 64 KiB)."""
+    """TFLite Micro on the host, with an optional fixed arena (``mcu:tflm?arena=64`` for 64 KiB) and RAM size
+    (``mcu:tflm?ram=256``: the arena search stops there and a model that does not fit is refused)."""
 
     formats = ("tflite",)
     latency_source = "host wall clock (x86 TFLite Micro kernels, not MCU timing)"
@@ -37,11 +39,17 @@ class McuTarget:
         if engine not in ENGINES:
             raise TargetError(f"unknown microcontroller engine '{engine}' in '{spec.text}'; available: "
                               f"{', '.join(ENGINES)}.")
-        spec.check_options(("arena",))
+        spec.check_options(("arena", "ram"))
         arena_kib = spec.option("arena", None, float)
         if arena_kib is not None and arena_kib <= 0:
             raise TargetError(f"the arena must be a positive number of KiB; got '{spec.options['arena']}'.")
+        ram_kib = spec.option("ram", None, float)
+        if ram_kib is not None and ram_kib <= 0:
+            raise TargetError(f"the RAM must be a positive number of KiB; got '{spec.options['ram']}'.")
+        if arena_kib and ram_kib and arena_kib > ram_kib:
+            raise TargetError(f"an arena of {arena_kib:g} KiB does not fit in {ram_kib:g} KiB of RAM ('{spec.text}').")
         self.arena_bytes = int(arena_kib * 1024) if arena_kib else None
+        self.ram_bytes = int(ram_kib * 1024) if ram_kib else None
         self._arena_text = spec.options.get("arena", "")
         self._model: TfliteModel | None = None
         self._session: TFLMSession | None = None
@@ -61,12 +69,26 @@ class McuTarget:
             raise TargetError("mcu:tflm runs TFLite files; export one with `edge convert ... --export tflite`.")
         self._model = model
         self._minimum_arena = None
+        refusal = tflm_refusal(model.data)  # in a child, with an arena that always suffices
+        if refusal is not None:
+            raise TargetError(f"TFLite Micro cannot run this model: {refusal}.")
         if self.arena_bytes is not None and not arena_fits(model.data, self.arena_bytes):
             # probed in a child process: some too-small arenas crash TFLite Micro instead of failing
             raise TargetError(f"the model does not fit a {self._arena_text} KiB arena (TFLite Micro "
                               "cannot allocate its tensors); raise ?arena= or leave it out to size it automatically.")
+        report: dict[str, Any] = {"engine": "tflite-micro", "bytes": len(model.data)}
+        if self.arena_bytes is None:
+            # the host interpreter runs with a generous arena; what a board needs is the minimum, measured here
+            # (once per model) so that `edge flash` reports it and a model too big for ?ram= is refused now
+            self._minimum_arena = _minimum_arena(model, self.ram_bytes)
+            report.update(arena_bytes=self._minimum_arena, arena="minimum that allocates the tensors (bisection, "
+                                                                  "64-bit host)")
+        else:
+            report.update(arena_bytes=self.arena_bytes, arena="given")
+        if self.ram_bytes is not None:
+            report["ram_bytes"] = self.ram_bytes
         self._session = TFLMSession(model.data, arena_bytes=self.arena_bytes)
-        return {"engine": "tflite-micro", "bytes": len(model.data), "arena_bytes": self._session.arena_bytes}
+        return report
 
     def _deployed(self) -> TfliteModel:
         if self._model is None or self._session is None:
@@ -90,10 +112,13 @@ class McuTarget:
         """Arena (given, or the smallest that runs one trial) and flash (the model file) in bytes."""
         model = self._deployed()
         if self.arena_bytes is None and self._minimum_arena is None:
-            self._minimum_arena = minimum_arena_bytes(model.data, trial)
+            self._minimum_arena = _minimum_arena(model, self.ram_bytes, trial)
         arena = self.arena_bytes or self._minimum_arena
-        return {"arena_bytes": arena, "arena": "given" if self.arena_bytes else "minimum (bisection, 64-bit host)",
-                "flash_bytes": len(model.data)}
+        memory = {"arena_bytes": arena, "arena": "given" if self.arena_bytes else "minimum (bisection, 64-bit host)",
+                  "flash_bytes": len(model.data)}
+        if self.ram_bytes is not None:
+            memory["ram_bytes"] = self.ram_bytes
+        return memory
 
     def info(self) -> dict[str, Any]:
         from importlib.metadata import version
@@ -114,3 +139,17 @@ class McuTarget:
 
     def close(self) -> None:
         self._session = None
+
+
+_MINIMUM_ARENAS: dict[tuple[str, int | None], int] = {}
+
+
+def _minimum_arena(model: TfliteModel, ram_bytes: int | None, trial: np.ndarray | None = None) -> int:
+    """The smallest arena the model allocates in (searched up to ``ram_bytes``), measured once per model and RAM."""
+    key = (model.sha256, ram_bytes)
+    if key not in _MINIMUM_ARENAS:
+        try:
+            _MINIMUM_ARENAS[key] = minimum_arena_bytes(model.data, trial, upper=ram_bytes)
+        except EngineError as exc:
+            raise TargetError(str(exc)) from None
+    return _MINIMUM_ARENAS[key]

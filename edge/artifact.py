@@ -203,9 +203,14 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
         raise ModelReadError("no such file.", where=where)
     if not path.is_file():
         raise ModelReadError("it is a folder, not a model file.", where=where)
-    if path.suffix.lower() == ".tflite":
-        raise ModelReadError("TFLite files are not readable yet; give the .onnx model.", where=where)
     data = path.read_bytes()
+    if path.suffix.lower() == ".tflite" and data[4:8] != b"TFL3":
+        raise ModelReadError("named .tflite but not a TFLite file (no TFL3 identifier); is it truncated?",
+                             where=where)
+    if data[4:8] == b"TFL3":
+        raise ModelReadError("it is a TFLite file and this step needs the ONNX model it was exported from (edge "
+                             "inspect, eval, flash and resilience take TFLite files; edge convert does not).",
+                             where=where)
     if not data:
         raise ModelReadError("the file is empty.", where=where)
     try:

@@ -42,12 +42,20 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 @main.command()
 @click.argument("model")
+@click.option("--targets/--no-targets", default=True, show_default=True,
+              help="TFLite files: ask LiteRT, TFLite Micro and Vela which operators each runs (a few seconds).")
+@click.option("--npu", default="ethos-u55-128", show_default=True, metavar="ACCELERATOR",
+              help="TFLite files: the Ethos-U configuration Vela checks the operators against.")
 @json_option
-def inspect(model: str, as_json: bool) -> None:
-    """Show metadata, provenance, ops, parameters, size and MACs of MODEL (a file or zoo name)."""
+def inspect(model: str, targets: bool, npu: str, as_json: bool) -> None:
+    """Show metadata, provenance, ops, parameters, size and MACs of MODEL (a file or zoo name).
+
+    For a TFLite file also every tensor with its quantization, an arena estimate, and which operators LiteRT,
+    TFLite Micro and an Ethos-U NPU run (and why an operator falls back to the CPU).
+    """
     from edge.inspection import describe, format_description
 
-    description = describe(model)
+    description = describe(model, targets=targets, npu=npu)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
 
 
@@ -261,7 +269,7 @@ def fault_options(command: Any) -> Any:
 @click.argument("model")
 @click.option("--data", "data_spec", required=True, metavar="DATASPEC", help="Dataset spec, file or folder.")
 @click.option("--device", default="cpu", show_default=True,
-              help="Target spec: cpu, gpu[:N], npu:ethos-u55-128, mcu:tflm[?arena=KB], serial:PORT, sim "
+              help="Target spec: cpu, gpu[:N], npu:ethos-u55-128, mcu:tflm[?arena=KB&ram=KB], serial:PORT, sim "
                    "(see `edge targets`).")
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1), help="Timed runs at batch 1.")
 @click.option("--reference", metavar="MODEL",
@@ -322,6 +330,8 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         sweep_doc = {"models": {Path(model).name: results["resilience"]},
                      "bers": sweep.bers, "maps": maps, "trials": results["data"]["trials"]}
         click.echo(f"\nweight faults injected on {device}:\n" + format_resilience(sweep_doc))
+    if "fidelity_unavailable" in results["metrics"]:
+        click.echo(results["metrics"]["fidelity_unavailable"])
     click.echo(f"device: {results['device']['spec']} ({results['device'].get('engine', '')}); "
                f"latency: {results['metrics']['latency_ms']['source']}")
     click.echo(f"results: {folder / 'results.json'}")
@@ -332,7 +342,9 @@ def _is_language_model(model: str) -> bool:
     from edge.families.llm.export import is_llm
     from edge.models import resolve_model
 
-    if str(model).lower().endswith((".tflite", ".nir")):
+    from edge.tflite_model import is_tflite
+
+    if str(model).lower().endswith((".tflite", ".nir")) or is_tflite(model):
         return False
     return is_llm(resolve_model(model)[1])
 
@@ -530,15 +542,19 @@ def sim(model_path: str | None, storage: str | None, link_faults: str) -> None:
 @fault_options
 @click.option("--targets", type=click.Choice(["weights", "all"]), default="weights", show_default=True,
               help="Weights and biases, or every stored float parameter (clip bounds included).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Processes.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Processes (ONNX models on the cpu only).")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the faulty weights run: cpu (onnxruntime for ONNX, LiteRT for TFLite), mcu:tflm, sim, ...")
 @click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where the run folder is created.")
 @json_option
 def resilience(model: str, data_spec: str, ber_range: str, maps: int, compare: str | None, bits: str, kind: str,
-               targets: str, seed: int, workers: int, out_dir: str, as_json: bool) -> None:
+               targets: str, seed: int, workers: int, device: str, out_dir: str, as_json: bool) -> None:
     """Accuracy (and ITR) of MODEL against the bit error rate of its weight memory, with 95 % bands.
 
-    The curve (and COMPARE's, on the same fault maps) goes to results.json and resilience.png.
+    MODEL and COMPARE are ONNX files, zoo names or TFLite files (they may differ). The curve (and COMPARE's,
+    on the same fault maps) goes to results.json and resilience.png.
     """
     from edge.faults import FaultModel
     from edge.resilience import format_resilience, parse_ber_range, run_resilience
@@ -558,7 +574,7 @@ def resilience(model: str, data_spec: str, ber_range: str, maps: int, compare: s
             click.echo(f"results: {folder / 'results.json'}")
         return
     results, folder = run_resilience(model, data_spec, bers=bers, maps=maps, seed=seed, compare=compare,
-                                     fault=fault, workers=workers, out_dir=out_dir)
+                                     fault=fault, workers=workers, out_dir=out_dir, device=device)
     if as_json:
         click.echo(json.dumps({k: v for k, v in results.items()}, indent=2, default=str))
         return

@@ -331,13 +331,19 @@ def run_evaluation(
                 make_baseline(name)
     host = host_reference(path, loaded, reference, device)
     reference_outputs = None
+    unavailable = None
     if host is not None:
         name, host_model = host
-        reference_outputs = (name, predict(host_model, dataset.x, "cpu"))
+        unavailable = litert_unavailable(host_model) if host_model is loaded else None
+        if unavailable is None:
+            reference_outputs = (name, predict(host_model, dataset.x, "cpu"))
     folder = new_run_folder(out_dir, "eval")
     results = evaluate(loaded, dataset, device=device, latency_runs=runs, measure_memory=measure_memory,
                        path=str(path) if path else model, reference=reference_outputs, faults=faults,
                        state_dir=folder, progress=progress)
+    if unavailable is not None:
+        # no silent fidelity: the document says there is no host check and why
+        results["metrics"]["fidelity_unavailable"] = unavailable
     if baselines:
         speller = loaded.meta.task.get("kind") == "ssvep-speller"
         n_classes = int(np.prod([d for d in loaded.meta.outputs[0].shape[1:] if isinstance(d, int)]))
@@ -379,6 +385,19 @@ def host_reference(path: Any, model: Artifact | TfliteModel, reference: str | No
         return None
     engine = "LiteRT" if isinstance(model, TfliteModel) else "onnxruntime"
     return f"the same model in {engine} on the host CPU", model
+
+
+def litert_unavailable(model: Artifact | TfliteModel) -> str | None:
+    """Why a TFLite file cannot be its own host reference (LiteRT refuses to load it), or None."""
+    if not isinstance(model, TfliteModel):
+        return None
+    from runtimes.tflite_support import litert_refusal
+
+    reason = litert_refusal(model.data)
+    if reason is None:
+        return None
+    return (f"no host reference: LiteRT cannot load the file ({reason}), so the device's outputs are not checked "
+            "against the host; give --reference MODEL (e.g. the ONNX model it came from) to check them.")
 
 
 def agreement(reference: Artifact, candidate: Artifact, x: np.ndarray, device: str = "cpu") -> float:

@@ -6,6 +6,11 @@
 Each model is swept with the campaign engine of :mod:`edge.faults` on the same trials and the same
 seeded fault maps; the curves, with 95 % intervals over maps, go to ``results.json`` and
 ``resilience.png`` in a fresh run folder.
+
+A model is an ONNX file, a zoo name or a TFLite file, and ``--compare`` may mix them. An ONNX model on the
+``cpu`` runs through onnxruntime's fast weight-fault engine; a TFLite file (or any model on another device,
+such as ``mcu:tflm``) is deployed on the device and each map is injected into the weight buffers it stores,
+run and restored. Each curve says which engine ran it.
 """
 
 from __future__ import annotations
@@ -17,9 +22,8 @@ import numpy as np
 
 from edge.data.labels import class_indices, model_classes
 from edge.data.registry import load_dataset
-from edge.errors import DataError
+from edge.errors import DataError, TargetError
 from edge.families.ssvep.metrics import itr_bits_per_min
-from edge.models import resolve_model
 
 
 def parse_ber_range(text: str) -> list[float]:
@@ -76,6 +80,35 @@ def model_curve(artifact: Any, x: np.ndarray, y: np.ndarray, *, bers: list[float
     return curve
 
 
+def device_curve(model: Any, x: np.ndarray, y: np.ndarray, *, device: str, bers: list[float], maps: int, seed: int,
+                 fault: Any, workers: int, state_path: Path | None) -> dict[str, Any]:
+    """:func:`model_curve` of an ONNX or TFLite model on ``device``, with the engine that ran it named.
+
+    An ONNX model on the plain ``cpu`` takes onnxruntime's fast weight-fault engine (and ``workers``); anything
+    else is deployed on the device and every map is injected into its stored weights (one process).
+    """
+    from devices.base import TargetFaultEngine
+    from edge.artifact import Artifact
+    from edge.deploy import deploy
+
+    if isinstance(model, Artifact) and device == "cpu":
+        curve = model_curve(model, x, y, bers=bers, maps=maps, seed=seed, fault=fault, workers=workers,
+                            state_path=state_path)
+        return {**curve, "format": "onnx", "engine": "onnxruntime weight-fault engine"}
+    if workers != 1:
+        raise TargetError(f"a campaign on {device} (or on a TFLite file) injects its maps into one deployed model; "
+                        "run it with --workers 1.")
+    target, deployed, report = deploy(model, device)
+    try:
+        curve = model_curve(deployed, x, y, bers=bers, maps=maps, seed=seed, fault=fault, workers=1,
+                            state_path=state_path, engine=TargetFaultEngine(target, fault))
+        engine = target.info().get("engine") or report.get("engine") or device
+    finally:
+        target.close()
+    return {**curve, "format": report.get("format"),
+            "engine": f"{engine} on {device}, faults injected into the weight buffers it stores"}
+
+
 def half_accuracy_ber(curve: dict[str, Any]) -> float | None:
     """The first swept BER at which the mean accuracy is at most half the clean accuracy."""
     for point in curve["points"]:
@@ -86,14 +119,15 @@ def half_accuracy_ber(curve: dict[str, Any]) -> float | None:
 
 def run_resilience(model: str, data_spec: str, *, bers: list[float], maps: int = 100, seed: int = 0,
                    compare: str | None = None, fault: Any = None, workers: int = 1,
-                   out_dir: str | Path = "runs") -> tuple[dict[str, Any], Path]:
-    """Sweep ``model`` (and ``compare``) over ``bers``; returns the results and the run folder."""
+                   out_dir: str | Path = "runs", device: str = "cpu") -> tuple[dict[str, Any], Path]:
+    """Sweep ``model`` (and ``compare``) over ``bers`` on ``device``; returns the results and the run folder."""
+    from edge.deploy import load_model
     from edge.faults import FaultModel
     from edge.report import new_run_folder, write_results
 
     fault = fault or FaultModel()
     names = [model] + ([compare] if compare else [])
-    artifacts = {name: resolve_model(name)[1] for name in names}
+    artifacts = {name: load_model(name)[1] for name in names}
     dataset = load_dataset(data_spec, artifacts[model].meta)
     if dataset.y is None:
         raise DataError("a resilience campaign needs labelled trials (accuracy under faults).", where=data_spec)
@@ -101,10 +135,10 @@ def run_resilience(model: str, data_spec: str, *, bers: list[float], maps: int =
     folder = new_run_folder(out_dir, "resilience")
     curves = {}
     for i, (name, artifact) in enumerate(artifacts.items()):
-        curves[name] = model_curve(artifact, dataset.x, y, bers=bers, maps=maps, seed=seed, fault=fault,
-                                   workers=workers, state_path=folder / f"campaign-{i}.jsonl")
+        curves[name] = device_curve(artifact, dataset.x, y, device=device, bers=bers, maps=maps, seed=seed,
+                                    fault=fault, workers=workers, state_path=folder / f"campaign-{i}.jsonl")
     results = {"data": data_spec, "trials": len(dataset.y), "bers": bers, "maps": maps, "seed": seed,
-               "fault": fault.to_dict(), "models": curves}
+               "device": device, "fault": fault.to_dict(), "models": curves}
     write_results(folder, results)
     plot_resilience(curves, folder / "resilience.png")
     return results, folder
@@ -134,6 +168,9 @@ def format_resilience(results: dict[str, Any]) -> str:
         lines.append(row)
     lines.append(f"{results['maps']} fault maps per BER on {results['trials']} trials; bit flips at the BER per "
                  f"stored bit of the weights and biases; 95 % t intervals over maps.")
+    for m in models:
+        if results["models"][m].get("engine"):
+            lines.append(f"{Path(m).name} engine: {results['models'][m]['engine']}")
     for m in models:
         ber = half_accuracy_ber(results["models"][m])
         lines.append(f"{Path(m).name}: AUC {results['models'][m]['auc']:.3f}, accuracy halves at "

@@ -86,6 +86,11 @@ class TfliteModel:
     def _model(self) -> Any:
         return _schema().ModelT.InitFromPackedBuf(bytearray(self.data), 0)
 
+    @property
+    def flatbuffer(self) -> Any:
+        """The parsed file as LiteRT's schema object (``ModelT``): read it, do not change it."""
+        return self._model
+
     @cached_property
     def input_details(self) -> dict[str, Any]:
         """The first input as LiteRT describes it (``dtype``, ``shape``, ``quantization_parameters``)."""
@@ -108,7 +113,7 @@ class TfliteModel:
                 codes.append(f"CUSTOM:{custom}")
             else:
                 codes.append(names.get(builtin, str(builtin)))
-        return [codes[op.opcodeIndex] for op in self._model.subgraphs[0].operators]
+        return [codes[op.opcodeIndex] for op in self._model.subgraphs[0].operators or []]
 
     def weight_buffers(self) -> list[WeightBuffer]:
         """Weights (input 1) and biases (input 2) of every weight operator, in execution order, with file offsets."""
@@ -118,7 +123,7 @@ class TfliteModel:
         raw = schema.Model.GetRootAs(self.data, 0)
         seen: set[int] = set()
         found = []
-        for op, kind in zip(graph.operators, self.operators(), strict=True):
+        for op, kind in zip(graph.operators or [], self.operators(), strict=True):
             if kind not in WEIGHT_OPERATORS:
                 continue
             for position in (1, 2):
@@ -152,6 +157,11 @@ class TfliteModel:
                 values = np.ascontiguousarray(arrays[w.name], dtype=w.dtype).reshape(-1)
                 patched[w.offset : w.offset + w.nbytes] = values.tobytes()
         return bytes(patched)
+
+
+def tensor_type_names() -> dict[int, str]:
+    """TFLite tensor type codes to their schema names (``FLOAT32``, ``INT8``, ...)."""
+    return {v: k for k, v in vars(_schema().TensorType).items() if not k.startswith("_")}
 
 
 def read_tflite(path: str | os.PathLike[str]) -> TfliteModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import re
 import sys
 from collections.abc import Iterator
 
@@ -27,6 +28,9 @@ def _runtime():
     return runtime
 
 
+#: Where the arena search stops when no microcontroller RAM is named: 8 MiB, more SRAM than Cortex-M parts carry
+#: (the search's ceiling used to be 16x the file size, which a small model with large activations exceeds).
+DEFAULT_ARENA_CAP = 8 * 2**20
 #: Smaller arenas crash TFLite Micro's allocator (segmentation fault below about 500 bytes) instead of failing.
 MIN_ARENA_BYTES = 1024
 
@@ -138,11 +142,23 @@ def _fits(data: bytes, size: int, trial: np.ndarray | None) -> bool:
         return False
 
 
-def minimum_arena_bytes(data: bytes, trial: np.ndarray, *, upper: int | None = None) -> int:
-    """Smallest arena (to 16 bytes) in which the model allocates and runs one trial (probes isolated by fork)."""
-    high = upper or 16 * len(data) + 65536
+def minimum_arena_bytes(data: bytes, trial: np.ndarray | None, *, upper: int | None = None) -> int:
+    """Smallest arena (to 16 bytes) in which the model allocates and runs one trial (probes isolated by fork).
+
+    The search goes up to ``upper`` (the RAM of the microcontroller, when one is named) or else to
+    :data:`DEFAULT_ARENA_CAP`; a model that does not run there is one error naming the size tried.
+    """
+    cap = upper or DEFAULT_ARENA_CAP
+    high = min(cap, max(upper_bound_arena_bytes(data), MIN_ARENA_BYTES))
     if not arena_fits(data, high, trial):
-        raise EngineError(f"the model does not run even with a {high}-byte arena.")
+        if high >= cap or not arena_fits(data, cap, trial):
+            from runtimes.tflite_support import tflm_refusal
+
+            reason = tflm_refusal(data, cap)
+            if reason is not None and not is_arena_shortage(reason):  # a missing kernel, say: no arena helps
+                raise EngineError(f"TFLite Micro cannot run the model: {reason}.")
+            raise EngineError(arena_message(cap, upper is not None))
+        high = cap
     if arena_fits(data, MIN_ARENA_BYTES, trial):
         return MIN_ARENA_BYTES
     low = MIN_ARENA_BYTES
@@ -150,6 +166,19 @@ def minimum_arena_bytes(data: bytes, trial: np.ndarray, *, upper: int | None = N
         middle = (low + high) // 2
         low, high = (low, middle) if arena_fits(data, middle, trial) else (middle, high)
     return high
+
+
+def is_arena_shortage(reason: str) -> bool:
+    """Whether TFLite Micro's complaint is about arena space (rather than, say, a missing kernel)."""
+    return bool(re.search(r"Failed to (allocate|resize)|[Aa]rena", reason))
+
+
+def arena_message(tried: int, is_ram: bool) -> str:
+    """Why the arena search gave up: the largest size it tried, where that limit came from, and what to do."""
+    limit = "the RAM given with ?ram=" if is_ram else "the largest the search tries when no ?ram= is given"
+    return (f"the model does not run in a {tried / 1024:g} KiB tensor arena ({limit}); TFLite Micro cannot allocate "
+            "its tensors there. If the board has more RAM, give it with mcu:tflm?ram=KB, or set the arena itself with "
+            "mcu:tflm?arena=KB.")
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import edge
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_LAYER = {"evaluate", "report", "cli", "convert", "demo", "inspection", "models", "deploy", "llm", "snn",
-             "snn_reference"}
+             "snn_reference", "resilience"}
 LOWER_FOLDERS = ("converters", "runtimes", "devices")
 
 

@@ -265,8 +265,8 @@ def fault_options(command: Any) -> Any:
                    "(see `edge targets`).")
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1), help="Timed runs at batch 1.")
 @click.option("--reference", metavar="MODEL",
-              help="Host reference for fidelity (default: MODEL itself on the host CPU; for a .tflite, the .onnx "
-                   "beside it when there is one).")
+              help="Host reference for fidelity (default: for a .tflite, the .onnx beside it when its sha256 is the "
+                   "one the file was exported from; off the host CPU, MODEL itself on the host CPU).")
 @click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where the run folder is created.")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Measure memory (arena, SRAM, RSS).")
@@ -274,11 +274,13 @@ def fault_options(command: Any) -> Any:
               help="Also run a classic SSVEP method on the same trials: cca, fbcca, etrca (repeatable).")
 @click.option("--faults", is_flag=True, help="Also sweep weight bit flips on the device (accuracy vs BER).")
 @click.option("--maps", default=20, show_default=True, type=click.IntRange(min=1), help="With --faults: maps per BER.")
+@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]),
+              help="What the outputs are (default: the model's metadata, else read from the output shape and y).")
 @fault_options
 @json_option
 def eval_command(model: str, data_spec: str, device: str, runs: int, reference: str | None, out_dir: str,
-                 memory: bool, baselines: tuple[str, ...], faults: bool, maps: int, ber_range: str, bits: str,
-                 kind: str, seed: int, as_json: bool) -> None:
+                 memory: bool, baselines: tuple[str, ...], faults: bool, maps: int, task: str | None, ber_range: str,
+                 bits: str, kind: str, seed: int, as_json: bool) -> None:
     """Evaluate MODEL on DATASPEC on a device: accuracy, ITR, fidelity to the host, latency, memory.
 
     MODEL is an ONNX file, a zoo name or a TFLite file; an int8 ONNX model is exported to TFLite for
@@ -303,12 +305,15 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         sweep = FaultSweep(parse_ber_range(ber_range), maps, seed, FaultModel(kind=kind, bits=bits))
     results, folder = run_evaluation(model, data_spec, device=device, runs=runs, reference=reference,
                                      out_dir=out_dir, measure_memory=memory, baselines=baselines, faults=sweep,
-                                     progress=None if as_json else lambda msg: log.info("%s", msg))
+                                     progress=None if as_json else lambda msg: log.info("%s", msg), task=task)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     columns = {Path(model).name: results, **results.get("baselines", {})}
+    click.echo(f"task: {results['task']['kind']} (decided by {results['task']['decided_by']})")
     click.echo(format_table(columns))
+    for note in results.get("notes", []):
+        click.echo(f"note: {note}")
     subjects = per_subject_table(columns)
     if subjects:
         click.echo("\n" + subjects)

@@ -398,7 +398,10 @@ def _npy_folder(path: Path) -> Dataset:
 def _labels(y: np.ndarray | None, path: Path) -> np.ndarray | None:
     if y is None:
         return None
+    y = np.asarray(y)
+    if y.dtype.kind in "biuf":
+        return y  # as stored: the evaluation reads floats, one-hot rows or targets (edge.data.labels)
     try:
-        return np.asarray(y).astype(np.int64).reshape(-1)
+        return y.astype(np.int64).reshape(-1)
     except ValueError:
         raise DataError("labels must be integer class indices.", where=str(path)) from None

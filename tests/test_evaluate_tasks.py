@@ -1,0 +1,172 @@
+"""Outputs that are not class scores, labels as stored, and which model fidelity is measured against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from edge.cli import main
+from edge.data.labels import class_indices
+from edge.errors import DataError
+from edge.metrics import delong_interval, roc_auc
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def autoencoder(path: Path, features: int = 8) -> Path:
+    """y = 0.9 x + 0.05: a reconstruction whose error grows with the input's size."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "gain"], ["scaled"]), helper.make_node("Add", ["scaled", "shift"], ["y"])],
+        "autoencoder",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", features])],
+        [numpy_helper.from_array(np.array(0.9, np.float32), "gain"),
+         numpy_helper.from_array(np.array(0.05, np.float32), "shift")])
+    return _save(graph, path)
+
+
+def linear(path: Path, weight: np.ndarray) -> Path:
+    """y = x @ weight: one value per trial (regression) or several (class scores)."""
+    features, outputs = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"])], "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", outputs])],
+        [numpy_helper.from_array(weight.astype(np.float32), "w")])
+    return _save(graph, path)
+
+
+def _eval(tmp_path: Path, *args: str) -> tuple[int, str, dict]:
+    result = CliRunner().invoke(main, ["eval", *args, "--runs", "2", "--no-memory", "--out-dir", str(tmp_path / "runs")])
+    folder = sorted((tmp_path / "runs").glob("*-eval*")) if (tmp_path / "runs").is_dir() else []
+    doc = json.loads((folder[-1] / "results.json").read_text()) if folder and result.exit_code == 0 else {}
+    return result.exit_code, result.output, doc
+
+
+def test_roc_auc_matches_pairwise_counting_with_ties() -> None:
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.4])
+    positive = np.array([0, 0, 1, 1, 1, 0], bool)
+    pairs = [(p, n) for p in scores[positive] for n in scores[~positive]]
+    by_hand = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+    assert roc_auc(scores, positive) == pytest.approx(by_hand)  # 5.5 / 9
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], bool)) == pytest.approx(0.75)
+    lo, hi = delong_interval(scores, positive)
+    assert 0.0 <= lo < by_hand < hi <= 1.0
+
+
+def test_autoencoder_gets_reconstruction_error_and_roc_auc(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (60, 8)).astype(np.float32)
+    y = np.zeros(60, np.int64)
+    y[::4] = 1
+    x[y == 1] *= rng.uniform(1.0, 3.0, (15, 1)).astype(np.float32)  # anomalies are larger, so reconstruct worse
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    code, out, doc = _eval(tmp_path, str(autoencoder(tmp_path / "ae.onnx")), "--data", str(tmp_path / "d.npz"))
+    assert code == 0, out
+    error = np.mean((0.9 * x.astype(np.float64) + 0.05 - x) ** 2, axis=1)
+    pairs = [(p, n) for p in error[y == 1] for n in error[y == 0]]
+    by_hand = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+    anomaly = doc["metrics"]["anomaly"]
+    assert doc["task"]["kind"] == "anomaly" and "input's shape" in doc["task"]["decided_by"]
+    assert anomaly["roc_auc"]["value"] == pytest.approx(by_hand, abs=1e-6)
+    assert anomaly["mean"]["value"] == pytest.approx(error.mean(), rel=1e-4)
+    assert "accuracy" not in doc["metrics"] and "accuracy" not in out
+    assert "ROC AUC" in out and "reconstruction MSE" in out
+
+
+def test_regression_model_gets_error_metrics_not_accuracy(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(4, 1))
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    target = (x @ weight)[:, 0] + rng.normal(0, 0.1, 50)
+    np.savez(tmp_path / "d.npz", x=x, y=target)
+    code, out, doc = _eval(tmp_path, str(linear(tmp_path / "reg.onnx", weight)), "--data", str(tmp_path / "d.npz"))
+    assert code == 0, out
+    reg = doc["metrics"]["regression"]
+    predicted = (x.astype(np.float64) @ weight)[:, 0]
+    assert reg["mse"]["value"] == pytest.approx(np.mean((predicted - target) ** 2), rel=1e-4)
+    assert reg["r2"]["value"] > 0.9
+    assert reg["mse"]["ci95"][0] <= reg["mse"]["value"] <= reg["mse"]["ci95"][1]
+    assert "accuracy" not in out and "MSE" in out and "R²" in out
+
+
+def test_single_value_with_binary_labels_asks_for_task(tmp_path: Path) -> None:
+    x = np.random.default_rng(2).normal(size=(20, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(20) % 2)
+    model = str(linear(tmp_path / "logit.onnx", np.ones((4, 1))))
+    code, out, _ = _eval(tmp_path, model, "--data", str(tmp_path / "d.npz"))
+    assert code == 1 and "--task" in out and "Traceback" not in out
+    code, out, doc = _eval(tmp_path, model, "--data", str(tmp_path / "d.npz"), "--task", "anomaly")
+    assert code == 0, out
+    assert doc["metrics"]["anomaly"]["score"] == "the model's output value"
+
+
+def test_float_labels_are_refused_with_one_sentence(tmp_path: Path) -> None:
+    x = np.random.default_rng(3).normal(size=(20, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.linspace(0.1, 2.9, 20))
+    code, out, _ = _eval(tmp_path, str(linear(tmp_path / "clf.onnx", np.eye(4, 3))), "--data", str(tmp_path / "d.npz"))
+    assert code == 1
+    assert "non-integer values" in out and "Traceback" not in out and len(out.strip().splitlines()) == 1
+
+
+def test_one_hot_labels_are_read_as_class_indices(tmp_path: Path) -> None:
+    x = np.random.default_rng(4).normal(size=(200, 4)).astype(np.float32)
+    labels = x[:, :3].argmax(1)
+    np.savez(tmp_path / "d.npz", x=x, y=np.eye(3)[labels])
+    code, out, doc = _eval(tmp_path, str(linear(tmp_path / "clf.onnx", np.eye(4, 3))), "--data", str(tmp_path / "d.npz"))
+    assert code == 0, out
+    assert doc["metrics"]["accuracy"]["value"] == 1.0 and doc["metrics"]["accuracy"]["n"] == 200
+    assert "y is one-hot; read as class indices" in doc["notes"] and "note: y is one-hot" in out
+    assert "800" not in out
+
+
+def test_missing_labels_say_task_metrics_are_skipped(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 4), np.float32))
+    code, out, doc = _eval(tmp_path, str(linear(tmp_path / "clf.onnx", np.eye(4, 3))), "--data", str(tmp_path / "d.npz"))
+    assert code == 0, out
+    assert "task metrics skipped: the data have no labels (y)" in doc["notes"]
+    assert "note: task metrics skipped" in out
+
+
+def test_class_indices_rules() -> None:
+    assert class_indices(np.array([0.0, 2.0, 1.0]), 3).tolist() == [0, 2, 1]
+    assert class_indices(np.eye(3)[[2, 0]], 3).tolist() == [2, 0]
+    with pytest.raises(DataError, match="non-integer values"):
+        class_indices(np.array([0.5, 1.0]), 3)
+    with pytest.raises(DataError, match="labels run from 0 to 3"):
+        class_indices(np.array([0, 3]), 3)
+
+
+def test_sibling_onnx_is_used_only_when_its_sha256_is_the_exported_parent(tmp_path: Path) -> None:
+    from converters.tflite import export_tflite
+    from edge.deploy import load_model
+    from edge.evaluate import host_reference
+
+    weight = np.random.default_rng(5).normal(size=(4, 3))
+    parent = linear(tmp_path / "m.onnx", weight)
+    _, artifact = load_model(parent)
+    (tmp_path / "m.tflite").write_bytes(export_tflite(artifact))
+    (tmp_path / "m.onnx").write_bytes(artifact.to_bytes())  # the exact bytes the export records
+    path, tflite = load_model(tmp_path / "m.tflite")
+    used, notes = host_reference(path, tflite, None, "cpu")
+    assert used is not None and "sha256 verified" in used[0] and not notes
+    linear(tmp_path / "m.onnx", weight * 2)  # an unrelated model of the same name
+    used, notes = host_reference(path, tflite, None, "cpu")
+    assert used is None
+    assert any("m.onnx beside it was not used" in n and "sha256" in n for n in notes)
+    assert any(n.startswith("fidelity not measured") for n in notes)
+    np.savez(tmp_path / "d.npz", x=np.zeros((6, 4), np.float32), y=np.zeros(6, np.int64))
+    code, out, doc = _eval(tmp_path, str(tmp_path / "m.tflite"), "--data", str(tmp_path / "d.npz"))
+    assert code == 0, out
+    assert "fidelity" not in doc["metrics"] and "not used" in out and "fidelity not measured" in out

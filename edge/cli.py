@@ -310,8 +310,8 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         click.echo(json.dumps(results, indent=2))
         return
     columns = {Path(model).name: results, **results.get("baselines", {})}
-    click.echo(f"task: {results['task']['kind']} (decided by {results['task']['decided_by']})")
     click.echo(format_table(columns))
+    click.echo(f"task: {results['task']['kind']} (decided by {results['task']['decided_by']})")
     for note in results.get("notes", []):
         click.echo(f"note: {note}")
     subjects = per_subject_table(columns)

@@ -351,10 +351,14 @@ def _convert_spiking(model: str, output: str, quantize: str | None, calibration:
 
     child, checks = convert_spiking(model, output, quantize=quantize, calibration=calibration, exports=exports, dt=dt,
                                     time_steps=time_steps, on_step=report,
+                                    on_warning=lambda text: click.echo(f"WARNING: {text}", err=True),
                                     min_agreement=0.9 if min_agreement is None else min_agreement / 100)
     if as_json:
         click.echo(json.dumps({"output": output, "sha256": child.sha256, "checks": dict(checks)}, indent=2))
         return
+    from edge.snn import dt_description
+
+    click.echo(f"dt: {dt_description(child.meta.task)}")
     written = [output] + ([str(Path(output).with_suffix(".tflite"))] if exports else [])
     click.echo(f"precision: {', '.join(f'{k} {v}' for k, v in child.meta.task['precision'].items())}")
     click.echo("wrote " + ", ".join(f"{p} ({Path(p).stat().st_size / 1024:.1f} KiB)" for p in written))
@@ -386,6 +390,7 @@ def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_
     write_results(folder, results)
     if as_json:
         click.echo(json.dumps(results, indent=2, default=str))
+        _refuse_meaningless(results, folder)
         return
     click.echo(format_spiking_results(results))
     if "resilience" in results:
@@ -393,6 +398,14 @@ def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_
 
         click.echo("\nfaults in weights and thresholds:\n" + format_spiking_resilience(results["resilience"]))
     click.echo(f"results: {folder / 'results.json'}")
+    _refuse_meaningless(results, folder)
+
+
+def _refuse_meaningless(results: dict[str, Any], folder: Path) -> None:
+    """Exit 1 when a spiking network's predictions do not depend on its input (the results are kept, marked)."""
+    if results.get("meaningless"):
+        raise click.ClickException(f"{results['meaningless']}; the results in {folder} are marked so. Check the "
+                                   "time step (dt) the network was converted with.")
 
 
 def _eval_language_model(model: str, data_spec: str, device: str, reference: str | None, out_dir: str, faults: bool,

@@ -170,3 +170,91 @@ def test_sibling_onnx_is_used_only_when_its_sha256_is_the_exported_parent(tmp_pa
     code, out, doc = _eval(tmp_path, str(tmp_path / "m.tflite"), "--data", str(tmp_path / "d.npz"))
     assert code == 0, out
     assert "fidelity" not in doc["metrics"] and "not used" in out and "fidelity not measured" in out
+
+
+def _lif_net(threshold: float, dt: float | None) -> "object":
+    """Input 4 -> Affine -> LIF 6 -> Affine -> LI 3, its dt in the metadata when given."""
+    import nir
+
+    rng = np.random.default_rng(6)
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}),
+             "fc1": nir.Affine(weight=rng.normal(0, 1, (6, 4)), bias=np.zeros(6)),
+             "lif": nir.LIF(tau=np.full(6, 0.02), r=np.full(6, 20.0), v_leak=np.zeros(6),
+                            v_threshold=np.full(6, threshold), v_reset=np.zeros(6)),
+             "fc2": nir.Affine(weight=rng.normal(0, 1, (3, 6)), bias=np.array([0.0, 0.5, 0.0])),
+             "li": nir.LI(tau=np.full(3, 0.02), r=np.full(3, 20.0), v_leak=np.zeros(3)),
+             "output": nir.Output(output_type={"output": np.array([3])})}
+    edges = [("input", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "li"), ("li", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt} if dt else {})
+
+
+def test_silent_spiking_network_warns_names_dt_and_exits_1(tmp_path: Path) -> None:
+    import nir
+
+    nir.write(str(tmp_path / "silent.nir"), _lif_net(threshold=1e9, dt=1e-3))
+    x = (np.random.default_rng(7).random((12, 20, 4)) < 0.3).astype(np.float32)
+    np.savez(tmp_path / "spikes.npz", x=x, y=np.arange(12) % 3)
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "silent.nir"), "--data", str(tmp_path / "spikes.npz"),
+                                       "--runs", "2", "--out-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "WARNING: layer 'lif' emitted no spike over the whole data (dt 0.001 s (the file's metadata))" in result.output
+    assert "MEANINGLESS" in result.output and "Traceback" not in result.output
+    doc = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
+    assert doc["meaningless"] and doc["metrics"]["accuracy"]["meaningless"] and doc["warnings"]
+
+
+def test_explicit_dt_that_differs_from_the_file_is_reported(tmp_path: Path) -> None:
+    import nir
+
+    nir.write(str(tmp_path / "net.nir"), _lif_net(threshold=1.0, dt=1e-3))
+    out = tmp_path / "net.onnx"
+    result = CliRunner().invoke(main, ["convert", str(tmp_path / "net.nir"), "--dt", "2e-4", "--time-steps", "20",
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "dt: 0.0002 s (--dt; the file's own is 0.001 s)" in result.output
+    from edge.artifact import read_artifact
+
+    task = read_artifact(out).meta.task
+    assert task["dt"] == 2e-4 and task["file_dt"] == 1e-3
+
+
+def test_rockpool_written_nir_file_reads_and_simulates(tmp_path: Path) -> None:
+    """The HDF5 layout Rockpool 3.1 writes (nir <= 1.0.4 via nirtorch): float32 arrays, the input and output
+    shapes with a batch dimension, LIF without v_reset, r = tau exp(-dt/tau) / dt, no dt in the metadata."""
+    import h5py
+
+    from converters.nir_import import read_nir
+    from edge.families.snn.simulate import simulate
+
+    dt, rng = 1e-3, np.random.default_rng(8)
+    tau, tau_out = np.full(5, 0.02, np.float32), np.full(2, 0.01, np.float32)
+    nodes = {
+        "input": {"type": "Input", "shape": np.array([1, 3])},
+        "0_LinearTorch": {"type": "Affine", "weight": rng.normal(0, 2, (5, 3)).astype(np.float32),
+                          "bias": np.zeros(5, np.float32)},
+        "1_LIFNeuronTorch": {"type": "LIF", "tau": tau, "r": (tau * np.exp(-dt / tau) / dt).astype(np.float32),
+                             "v_leak": np.zeros(5, np.float32), "v_threshold": np.full(5, 0.5, np.float32)},
+        "2_LinearTorch": {"type": "Linear", "weight": rng.normal(0, 1, (2, 5)).astype(np.float32)},
+        "3_ExpSynTorch": {"type": "LI", "tau": tau_out, "r": (tau_out * np.exp(-dt / tau_out) / dt).astype(np.float32),
+                          "v_leak": np.zeros(2, np.float32)},
+        "output": {"type": "Output", "shape": np.array([1, 2])},
+    }
+    names = list(nodes)
+    with h5py.File(tmp_path / "rockpool.nir", "w") as f:
+        f.create_dataset("version", data="1.0.4")
+        node = f.create_group("node")
+        node.create_dataset("type", data="NIRGraph")
+        node.create_dataset("edges", data=np.array([[a, b] for a, b in zip(names[:-1], names[1:], strict=True)],
+                                                   dtype=object), dtype=h5py.string_dtype())
+        group = node.create_group("nodes")
+        for name, fields in nodes.items():
+            g = group.create_group(name)
+            for key, value in fields.items():
+                g.create_dataset(key, data=value)
+    graph = read_nir(tmp_path / "rockpool.nir")
+    assert graph.input_shape == (3,) and graph.dt == pytest.approx(dt, rel=1e-5)
+    assert "Rockpool" in graph.dt_source and graph.file_dt == pytest.approx(dt, rel=1e-5)
+    assert any("batch dimension" in n for n in graph.notes)
+    x = (rng.random((6, 30, 3)) < 0.5).astype(np.float32)
+    run = simulate(graph, x)
+    assert run.y.shape == (6, 30, 2) and run.spikes["1_LIFNeuronTorch"].sum() > 0

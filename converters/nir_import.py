@@ -61,7 +61,8 @@ def read_nir(path: str | Path, *, dt: float | None = None) -> SpikingGraph:
         graph = nir.read(str(path))
     except ValueError as exc:
         if "type mismatch" not in str(exc):
-            raise DataError(f"not a NIR graph file (ValueError: {str(exc).splitlines()[0]}).", where=str(path)) from None
+            raise DataError(f"not a NIR graph file (ValueError: {str(exc).splitlines()[0]}).",
+                            where=str(path)) from None
         # nirtorch-based writers (Rockpool 3.1) store the input with its batch dimension, [1, n] against the
         # first layer's [n]; read without nir's type check and let from_nir drop that dimension
         graph = _read_unchecked(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -48,7 +49,8 @@ def linear(path: Path, weight: np.ndarray) -> Path:
 
 
 def _eval(tmp_path: Path, *args: str) -> tuple[int, str, dict]:
-    result = CliRunner().invoke(main, ["eval", *args, "--runs", "2", "--no-memory", "--out-dir", str(tmp_path / "runs")])
+    result = CliRunner().invoke(main, ["eval", *args, "--runs", "2", "--no-memory",
+                                       "--out-dir", str(tmp_path / "runs")])
     folder = sorted((tmp_path / "runs").glob("*-eval*")) if (tmp_path / "runs").is_dir() else []
     doc = json.loads((folder[-1] / "results.json").read_text()) if folder and result.exit_code == 0 else {}
     return result.exit_code, result.output, doc
@@ -115,7 +117,8 @@ def test_single_value_with_binary_labels_asks_for_task(tmp_path: Path) -> None:
 def test_float_labels_are_refused_with_one_sentence(tmp_path: Path) -> None:
     x = np.random.default_rng(3).normal(size=(20, 4)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.linspace(0.1, 2.9, 20))
-    code, out, _ = _eval(tmp_path, str(linear(tmp_path / "clf.onnx", np.eye(4, 3))), "--data", str(tmp_path / "d.npz"))
+    model = str(linear(tmp_path / "clf.onnx", np.eye(4, 3)))
+    code, out, _ = _eval(tmp_path, model, "--data", str(tmp_path / "d.npz"))
     assert code == 1
     assert "non-integer values" in out and "Traceback" not in out and len(out.strip().splitlines()) == 1
 
@@ -124,7 +127,8 @@ def test_one_hot_labels_are_read_as_class_indices(tmp_path: Path) -> None:
     x = np.random.default_rng(4).normal(size=(200, 4)).astype(np.float32)
     labels = x[:, :3].argmax(1)
     np.savez(tmp_path / "d.npz", x=x, y=np.eye(3)[labels])
-    code, out, doc = _eval(tmp_path, str(linear(tmp_path / "clf.onnx", np.eye(4, 3))), "--data", str(tmp_path / "d.npz"))
+    model = str(linear(tmp_path / "clf.onnx", np.eye(4, 3)))
+    code, out, doc = _eval(tmp_path, model, "--data", str(tmp_path / "d.npz"))
     assert code == 0, out
     assert doc["metrics"]["accuracy"]["value"] == 1.0 and doc["metrics"]["accuracy"]["n"] == 200
     assert "y is one-hot; read as class indices" in doc["notes"] and "note: y is one-hot" in out
@@ -133,7 +137,8 @@ def test_one_hot_labels_are_read_as_class_indices(tmp_path: Path) -> None:
 
 def test_missing_labels_say_task_metrics_are_skipped(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.zeros((10, 4), np.float32))
-    code, out, doc = _eval(tmp_path, str(linear(tmp_path / "clf.onnx", np.eye(4, 3))), "--data", str(tmp_path / "d.npz"))
+    model = str(linear(tmp_path / "clf.onnx", np.eye(4, 3)))
+    code, out, doc = _eval(tmp_path, model, "--data", str(tmp_path / "d.npz"))
     assert code == 0, out
     assert "task metrics skipped: the data have no labels (y)" in doc["notes"]
     assert "note: task metrics skipped" in out
@@ -172,7 +177,7 @@ def test_sibling_onnx_is_used_only_when_its_sha256_is_the_exported_parent(tmp_pa
     assert "fidelity" not in doc["metrics"] and "not used" in out and "fidelity not measured" in out
 
 
-def _lif_net(threshold: float, dt: float | None) -> "object":
+def _lif_net(threshold: float, dt: float | None) -> Any:
     """Input 4 -> Affine -> LIF 6 -> Affine -> LI 3, its dt in the metadata when given."""
     import nir
 
@@ -197,7 +202,8 @@ def test_silent_spiking_network_warns_names_dt_and_exits_1(tmp_path: Path) -> No
     result = CliRunner().invoke(main, ["eval", str(tmp_path / "silent.nir"), "--data", str(tmp_path / "spikes.npz"),
                                        "--runs", "2", "--out-dir", str(tmp_path / "runs")])
     assert result.exit_code == 1
-    assert "WARNING: layer 'lif' emitted no spike over the whole data (dt 0.001 s (the file's metadata))" in result.output
+    warning = "WARNING: layer 'lif' emitted no spike over the whole data (dt 0.001 s (the file's metadata))"
+    assert warning in result.output
     assert "MEANINGLESS" in result.output and "Traceback" not in result.output
     doc = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
     assert doc["meaningless"] and doc["metrics"]["accuracy"]["meaningless"] and doc["warnings"]

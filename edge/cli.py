@@ -290,11 +290,14 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
     from edge.evaluate import FaultSweep, run_evaluation
     from edge.report import format_table, per_subject_table
 
-    if _is_language_model(model):
+    special = "language" if _is_language_model(model) else "spiking" if _is_spiking_model(model) else None
+    if task and special:
+        raise click.UsageError(f"--task is for plain models; a {special} model's task is fixed by its family.")
+    if special == "language":
         _eval_language_model(model, data_spec, device, reference, out_dir, faults, maps, ber_range, bits, kind, seed,
                              as_json)
         return
-    if _is_spiking_model(model):
+    if special == "spiking":
         _eval_spiking_model(model, data_spec, device, runs, out_dir, faults, maps, ber_range, bits, kind, seed, as_json)
         return
     sweep = None
@@ -311,7 +314,8 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         return
     columns = {Path(model).name: results, **results.get("baselines", {})}
     click.echo(format_table(columns))
-    click.echo(f"task: {results['task']['kind']} (decided by {results['task']['decided_by']})")
+    if not results["task"]["decided_by"].startswith("the model's metadata"):  # say how a plain model was read
+        click.echo(f"task: {results['task']['kind']} (decided by {results['task']['decided_by']})")
     for note in results.get("notes", []):
         click.echo(f"note: {note}")
     subjects = per_subject_table(columns)

@@ -114,7 +114,9 @@ def anomaly_metrics(outputs: np.ndarray, x: np.ndarray, y: np.ndarray | None,
     if y is None:
         notes.append("ROC AUC skipped: the data have no anomaly labels (y)")
         return {"anomaly": block}, notes
-    y = np.asarray(y).reshape(len(y), -1) if np.asarray(y).ndim > 1 else np.asarray(y)
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     if y.ndim != 1 or len(y) != len(scores) or not _binary(y):
         sample = np.unique(np.asarray(y))[:4].tolist()
         raise DataError(f"anomaly labels must be one 0 (normal) or 1 (anomaly) per trial; y has shape "

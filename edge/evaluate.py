@@ -232,7 +232,8 @@ def device_resilience(target: Any, model: Artifact | TfliteModel, dataset: Datas
     fast = isinstance(model, Artifact) and isinstance(target, CpuTarget)
     engine = None if fast else TargetFaultEngine(target, fault)
     state = Path(state_dir) / "campaign.jsonl" if state_dir is not None else None
-    n_classes = int(np.prod(model.meta.outputs[0].shape[1:])) if model.meta.outputs else 0
+    dims = model.meta.outputs[0].shape[1:] if model.meta.outputs else ["?"]
+    n_classes = int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else 0
     y = class_indices(dataset.y, n_classes, dataset.name) if n_classes else dataset.y
     curve = model_curve(model, dataset.x, y, bers=sweep.bers, maps=sweep.maps, seed=sweep.seed,
                         fault=fault, workers=1, state_path=state, engine=engine)

@@ -264,3 +264,17 @@ def test_rockpool_written_nir_file_reads_and_simulates(tmp_path: Path) -> None:
     x = (rng.random((6, 30, 3)) < 0.5).astype(np.float32)
     run = simulate(graph, x)
     assert run.y.shape == (6, 30, 2) and run.spikes["1_LIFNeuronTorch"].sum() > 0
+
+
+def test_shipped_nir_file_runs_at_its_own_dt_with_spikes_and_accuracy(tmp_path: Path) -> None:
+    """The README's NIR example: the shipped .nir file, its input spikes written by snn_reference --spikes."""
+    from edge.snn import evaluate_spiking_model
+    from edge.snn_reference import write_spikes
+
+    nir_file = Path(__file__).resolve().parents[1] / "edge" / "zoo" / "snn_ssvep_delta.nir"
+    write_spikes("synthetic-ssvep:subjects=32-32,blocks=1", tmp_path / "spikes.npz")
+    results = evaluate_spiking_model(nir_file, str(tmp_path / "spikes.npz"), runs=5)
+    assert results["model_info"]["dt"] == 0.008 and results["model_info"]["dt_source"] == "the file's metadata"
+    assert not results["warnings"] and results["meaningless"] is None
+    assert results["metrics"]["spike_rates"]["lif1"]["rate"] > 0.01
+    assert results["metrics"]["accuracy"]["value"] > 0.5  # 40 classes: chance is 2.5 %

@@ -276,11 +276,13 @@ def fault_options(command: Any) -> Any:
 @click.option("--maps", default=20, show_default=True, type=click.IntRange(min=1), help="With --faults: maps per BER.")
 @click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]),
               help="What the outputs are (default: the model's metadata, else read from the output shape and y).")
+@click.option("--dt", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="NIR files: the time step to run at (default: the file's own; a different one is reported).")
 @fault_options
 @json_option
 def eval_command(model: str, data_spec: str, device: str, runs: int, reference: str | None, out_dir: str,
-                 memory: bool, baselines: tuple[str, ...], faults: bool, maps: int, task: str | None, ber_range: str,
-                 bits: str, kind: str, seed: int, as_json: bool) -> None:
+                 memory: bool, baselines: tuple[str, ...], faults: bool, maps: int, task: str | None,
+                 dt: float | None, ber_range: str, bits: str, kind: str, seed: int, as_json: bool) -> None:
     """Evaluate MODEL on DATASPEC on a device: accuracy, ITR, fidelity to the host, latency, memory.
 
     MODEL is an ONNX file, a zoo name or a TFLite file; an int8 ONNX model is exported to TFLite for
@@ -293,12 +295,16 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
     special = "language" if _is_language_model(model) else "spiking" if _is_spiking_model(model) else None
     if task and special:
         raise click.UsageError(f"--task is for plain models; a {special} model's task is fixed by its family.")
+    if dt is not None and not str(model).lower().endswith(".nir"):
+        raise click.UsageError("--dt applies to NIR files; a converted spiking network keeps the dt it was "
+                               "converted with.")
     if special == "language":
         _eval_language_model(model, data_spec, device, reference, out_dir, faults, maps, ber_range, bits, kind, seed,
                              as_json)
         return
     if special == "spiking":
-        _eval_spiking_model(model, data_spec, device, runs, out_dir, faults, maps, ber_range, bits, kind, seed, as_json)
+        _eval_spiking_model(model, data_spec, device, runs, out_dir, faults, maps, ber_range, bits, kind, seed, as_json,
+                            dt)
         return
     sweep = None
     if faults:
@@ -375,11 +381,11 @@ def _is_spiking_model(model: str) -> bool:
 
 
 def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_dir: str, faults: bool, maps: int,
-                        ber_range: str, bits: str, kind: str, seed: int, as_json: bool) -> None:
+                        ber_range: str, bits: str, kind: str, seed: int, as_json: bool, dt: float | None = None) -> None:
     from edge.report import new_run_folder, write_results
     from edge.snn import evaluate_spiking_model, format_spiking_results
 
-    results = evaluate_spiking_model(model, data_spec, device=device, runs=runs,
+    results = evaluate_spiking_model(model, data_spec, device=device, runs=runs, dt=dt,
                                      progress=None if as_json else lambda msg: log.info("%s", msg))
     if faults:
         from edge.faults import FaultModel
@@ -389,7 +395,7 @@ def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_
         if device.split(":")[0].split("?")[0] != "cpu":
             raise EdgeError("fault sweeps of spiking networks run on the cpu target.")
         results["resilience"] = spiking_resilience(model, data_spec, bers=parse_ber_range(ber_range), maps=maps,
-                                                   seed=seed, fault=FaultModel(kind=kind, bits=bits))
+                                                   seed=seed, fault=FaultModel(kind=kind, bits=bits), dt=dt)
     folder = new_run_folder(out_dir, "eval")
     write_results(folder, results)
     if as_json:

@@ -71,13 +71,17 @@ def silence_warnings(rates: dict[str, dict[str, float]], outputs_vary: bool, tas
     return warnings, None
 
 
-def load_spiking_model(model: str | Path) -> tuple[Path | None, Artifact | TfliteModel]:
-    """(path, model) of a spiking artifact, its TFLite export, a zoo name or a plain NIR file."""
+def load_spiking_model(model: str | Path, dt: float | None = None) -> tuple[Path | None, Artifact | TfliteModel]:
+    """(path, model) of a spiking artifact, its TFLite export, a zoo name or a plain NIR file (run at ``dt`` when
+    given, else the file's own; a converted network keeps the dt it was converted with)."""
     from edge.deploy import load_model
 
     text = str(model)
     if text.lower().endswith(".nir"):
-        return Path(text), import_nir_file(text)
+        return Path(text), import_nir_file(text, dt=dt)
+    if dt is not None:
+        raise DataError("--dt applies to NIR files; a converted spiking network keeps the dt it was converted with "
+                        "(convert the NIR file again with --dt).", where=text)
     path, loaded = load_model(model)
     if not is_snn(loaded):
         raise DataError("this model is not a spiking network (a NIR file, or an ONNX/TFLite step graph of family "
@@ -133,14 +137,15 @@ def step_latency(target: Any, meta: Any, runs: int, device: str) -> dict[str, An
 
 
 def evaluate_spiking_model(model: str | Path, data_spec: str, *, device: str = "cpu", runs: int = 200,
-                           limit: int | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                           limit: int | None = None, progress: Callable[[str], None] | None = None,
+                           dt: float | None = None) -> dict[str, Any]:
     """Accuracy (95 % CI), spike rate per layer, synaptic operations, dense MACs, energy estimate and latency per
-    time step of a spiking network on ``device``."""
+    time step of a spiking network on ``device`` (a NIR file at ``dt`` when given, else at its own)."""
     from edge.data.spiking import describe, load_spike_dataset
     from edge.evaluate import environment
 
     say = progress or (lambda _msg: None)
-    path, loaded = load_spiking_model(model)
+    path, loaded = load_spiking_model(model, dt)
     meta = loaded.meta
     dataset = load_spike_dataset(data_spec, meta)
     if limit:
@@ -232,13 +237,13 @@ def format_spiking_results(results: dict[str, Any]) -> str:
 
 def spiking_resilience(model: str | Path, data_spec: str, *, bers: list[float], maps: int, seed: int = 0,
                        fault: Any = None, limit: int = 256,
-                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                       progress: Callable[[str], None] | None = None, dt: float | None = None) -> dict[str, Any]:
     """Accuracy and spike rate of an ONNX spiking network under faults in weights and thresholds, per BER
     (the first ``limit`` labelled samples of the data, every map on the same samples)."""
     from edge.data.spiking import load_spike_dataset
     from edge.families.snn.resilience import spike_fault_curve
 
-    path, loaded = load_spiking_model(model)
+    path, loaded = load_spiking_model(model, dt)
     if not isinstance(loaded, Artifact):
         raise EngineError("fault sweeps of spiking networks run on the ONNX step graph; give the .onnx file.")
     dataset = load_spike_dataset(data_spec, loaded.meta)

@@ -278,3 +278,16 @@ def test_shipped_nir_file_runs_at_its_own_dt_with_spikes_and_accuracy(tmp_path: 
     assert not results["warnings"] and results["meaningless"] is None
     assert results["metrics"]["spike_rates"]["lif1"]["rate"] > 0.01
     assert results["metrics"]["accuracy"]["value"] > 0.5  # 40 classes: chance is 2.5 %
+
+
+def test_eval_of_a_nir_file_at_another_dt_says_so(tmp_path: Path) -> None:
+    import nir
+
+    nir.write(str(tmp_path / "net.nir"), _lif_net(threshold=0.05, dt=1e-3))
+    x = (np.random.default_rng(9).random((12, 20, 4)) < 0.5).astype(np.float32)
+    np.savez(tmp_path / "spikes.npz", x=x, y=np.arange(12) % 3)
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "net.nir"), "--data", str(tmp_path / "spikes.npz"),
+                                       "--dt", "5e-4", "--runs", "2", "--out-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "dt 0.0005 s (--dt; the file's own is 0.001 s)" in result.output
+    assert "note: dt 0.0005 s differs from the NIR file's own 0.001 s" in result.output

@@ -52,21 +52,42 @@ def _nir() -> Any:
 
 
 def read_nir(path: str | Path, *, dt: float | None = None) -> SpikingGraph:
-    """The network stored in a NIR HDF5 file, discretised with time step ``dt`` seconds."""
+    """The network stored in a NIR HDF5 file, discretised with time step ``dt`` seconds (default: the file's own)."""
     nir = _nir()
     path = Path(path)
     if not path.is_file():
         raise DataError("no such NIR file.", where=str(path))
     try:
         graph = nir.read(str(path))
+    except ValueError as exc:
+        if "type mismatch" not in str(exc):
+            raise DataError(f"not a NIR graph file (ValueError: {str(exc).splitlines()[0]}).",
+                            where=str(path)) from None
+        # nirtorch-based writers (Rockpool 3.1) store the input with its batch dimension, [1, n] against the
+        # first layer's [n]; read without nir's type check and let from_nir drop that dimension
+        graph = _read_unchecked(path)
     except Exception as exc:  # noqa: BLE001 - h5py and nir raise many kinds for a file that is not NIR
         raise DataError(f"not a NIR graph file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).",
                         where=str(path)) from None
     return from_nir(graph, dt=dt)
 
 
+def _read_unchecked(path: Path) -> Any:
+    nir = _nir()
+    try:
+        return nir.read(str(path), type_check=False)
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise DataError(f"not a NIR graph file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).",
+                        where=str(path)) from None
+
+
 def from_nir(graph: Any, *, dt: float | None = None) -> SpikingGraph:
-    """A :class:`SpikingGraph` from an ``nir.NIRGraph``; any node type or parameter we cannot run is named."""
+    """A :class:`SpikingGraph` from an ``nir.NIRGraph``; any node type or parameter we cannot run is named.
+
+    The time step is ``dt`` when given, else the one the graph states (metadata ``dt``) or implies (every neuron's
+    ``tau`` and ``r`` agreeing on one ``dt`` under snnTorch's or Rockpool's export convention), else
+    :data:`DEFAULT_DT`; ``dt_source`` on the result says which, and ``file_dt`` what the file itself gives.
+    """
     nir = _nir()
     if not isinstance(graph, nir.NIRGraph):
         raise PassError(f"expected a nir.NIRGraph; got {type(graph).__name__}.")
@@ -75,17 +96,90 @@ def from_nir(graph: Any, *, dt: float | None = None) -> SpikingGraph:
     _flatten(graph, "", nodes, edges)
     inputs = [n for n in nodes.values() if n.kind == "input"]
     shape = _input_shape(inputs[0]) if len(inputs) == 1 else ()
-    step = dt if dt is not None else _metadata_dt(graph)
-    return SpikingGraph(nodes, edges, float(step), shape)
+    notes: list[str] = []
+    if len(inputs) == 1:
+        shape, note = _drop_batch_dimension(shape, inputs[0].name, nodes, edges)
+        notes += [note] if note else []
+    file_dt, file_source = _file_dt(graph, nodes, batch_dropped=bool(notes))
+    if dt is not None:
+        source = "--dt" if file_dt is None else (
+            "--dt, the file's own" if np.isclose(dt, file_dt, rtol=1e-6) else f"--dt; the file's own is {file_dt:g} s")
+        step = dt
+    elif file_dt is not None:
+        step, source = file_dt, file_source
+    else:
+        step, source = DEFAULT_DT, f"{DEFAULT_DT:g} s assumed: the file states no dt (pass --dt)"
+    if len(inputs) == 1:
+        inputs[0].params["shape"] = np.asarray(shape)
+    return SpikingGraph(nodes, edges, float(step), shape, dt_source=source, file_dt=file_dt, notes=notes)
 
 
-def _metadata_dt(graph: Any) -> float:
+def _file_dt(graph: Any, nodes: dict[str, Node], *, batch_dropped: bool) -> tuple[float | None, str]:
+    """(dt, how the file gives it): its metadata, else what every neuron's tau and r imply, else (None, '')."""
     metadata = getattr(graph, "metadata", None) or {}
     value = metadata.get("dt") if isinstance(metadata, dict) else None
     try:
-        return float(np.asarray(value).reshape(-1)[0]) if value is not None else DEFAULT_DT
+        if value is not None and float(np.asarray(value).reshape(-1)[0]) > 0:
+            return float(np.asarray(value).reshape(-1)[0]), "the file's metadata"
     except (TypeError, ValueError, IndexError):
-        return DEFAULT_DT
+        pass
+    snntorch, rockpool = _implied_dt(nodes)
+    # with one tau everywhere both conventions give a consistent dt; a batch dimension on the input marks
+    # nirtorch's extraction without ignore_dims, which is how Rockpool 3.1 exports
+    if rockpool is not None and (snntorch is None or batch_dropped):
+        return rockpool, "implied by tau and r (Rockpool's r = tau·exp(-dt/tau)/dt; the file states no dt)"
+    if snntorch is not None:
+        return snntorch, "implied by tau and r (snnTorch's r = tau/dt; the file states no dt)"
+    return None, ""
+
+
+def _implied_dt(nodes: dict[str, Node]) -> tuple[float | None, float | None]:
+    """The one dt every leaky neuron's (tau, r) implies under snnTorch's and under Rockpool's convention, or None."""
+    taus, rs = [], []
+    for node in nodes.values():
+        if node.kind in ("lif", "li", "cubalif", "cubali") and "r" in node.params:
+            tau = np.asarray(node.params["tau_mem" if node.kind.startswith("cuba") else "tau"], np.float64)
+            r = np.broadcast_to(np.asarray(node.params["r"], np.float64), tau.shape)
+            taus.append(tau.reshape(-1))
+            rs.append(r.reshape(-1))
+    if not taus:
+        return None, None
+    tau, r = np.concatenate(taus), np.concatenate(rs)
+    if np.any(r <= 0) or np.any(tau <= 0):
+        return None, None
+    low, high = np.zeros_like(tau), tau / r  # r dt = tau exp(-dt/tau) has its one root in (0, tau/r)
+    for _ in range(80):
+        middle = (low + high) / 2
+        above = r * middle > tau * np.exp(-middle / tau)
+        high, low = np.where(above, middle, high), np.where(above, low, middle)
+    return _one_value(tau / r, tau), _one_value((low + high) / 2, tau)
+
+
+def _one_value(candidates: np.ndarray, tau: np.ndarray) -> float | None:
+    value = float(f"{np.median(candidates):.6g}")  # float32 parameters carry about 7 digits
+    consistent = np.all(np.abs(candidates - value) <= 1e-4 * value)
+    return value if consistent and np.all(value < tau) else None
+
+
+def _drop_batch_dimension(shape: tuple[int, ...], name: str, nodes: dict[str, Node],
+                          edges: list[tuple[str, str]]) -> tuple[tuple[int, ...], str | None]:
+    """The input shape without a leading batch 1 that its readers do not expect (nirtorch's [1, n] inputs)."""
+    if len(shape) < 2 or shape[0] != 1:
+        return shape, None
+    readers = [nodes[d] for s, d in edges if s == name]
+    fits = bool(readers)
+    for node in readers:
+        if node.kind in ("affine", "linear"):
+            fits &= len(shape) == 2 and np.asarray(node.params["weight"]).shape[-1] == shape[1]
+        elif node.kind in ("conv1d", "conv2d"):
+            weight = np.asarray(node.params["weight"])
+            fits &= len(shape) == weight.ndim and weight.shape[1] * int(node.params.get("groups", 1)) == shape[1]
+        else:
+            fits = False
+    if not fits:
+        return shape, None
+    return shape[1:], (f"the input shape {list(shape)} was read as {list(shape[1:])}: its leading 1 is a batch "
+                       "dimension (nirtorch's export)")
 
 
 def _input_shape(node: Node) -> tuple[int, ...]:

@@ -69,7 +69,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edge.artifact import METADATA_KEY, Artifact, Meta
+from edge.artifact import METADATA_KEY, Artifact, Meta, PassRecord
 from edge.errors import MetadataError, PassError
 
 log = logging.getLogger("edge")
@@ -146,6 +146,8 @@ class _Exporter:
         self.artifact = artifact
         self.io = io
         self.meta = copy.deepcopy(artifact.meta)
+        # the sha256 of the ONNX model this file comes from, so an evaluation can verify the .onnx beside it
+        self.meta.provenance.append(PassRecord("export-tflite", {"io": io}, artifact.sha256))
         self.model = _with_batch_one(artifact.model)
         graph = self.model.graph
         self.init = {t.name: t for t in graph.initializer}

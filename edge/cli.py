@@ -273,8 +273,8 @@ def fault_options(command: Any) -> Any:
                    "(see `edge targets`).")
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1), help="Timed runs at batch 1.")
 @click.option("--reference", metavar="MODEL",
-              help="Host reference for fidelity (default: MODEL itself on the host CPU; for a .tflite, the .onnx "
-                   "beside it when there is one).")
+              help="Host reference for fidelity (default: for a .tflite, the .onnx beside it when its sha256 is the "
+                   "one the file was exported from; off the host CPU, MODEL itself on the host CPU).")
 @click.option("--out-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where the run folder is created.")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Measure memory (arena, SRAM, RSS).")
@@ -282,11 +282,15 @@ def fault_options(command: Any) -> Any:
               help="Also run a classic SSVEP method on the same trials: cca, fbcca, etrca (repeatable).")
 @click.option("--faults", is_flag=True, help="Also sweep weight bit flips on the device (accuracy vs BER).")
 @click.option("--maps", default=20, show_default=True, type=click.IntRange(min=1), help="With --faults: maps per BER.")
+@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]),
+              help="What the outputs are (default: the model's metadata, else read from the output shape and y).")
+@click.option("--dt", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="NIR files: the time step to run at (default: the file's own; a different one is reported).")
 @fault_options
 @json_option
 def eval_command(model: str, data_spec: str, device: str, runs: int, reference: str | None, out_dir: str,
-                 memory: bool, baselines: tuple[str, ...], faults: bool, maps: int, ber_range: str, bits: str,
-                 kind: str, seed: int, as_json: bool) -> None:
+                 memory: bool, baselines: tuple[str, ...], faults: bool, maps: int, task: str | None,
+                 dt: float | None, ber_range: str, bits: str, kind: str, seed: int, as_json: bool) -> None:
     """Evaluate MODEL on DATASPEC on a device: accuracy, ITR, fidelity to the host, latency, memory.
 
     MODEL is an ONNX file, a zoo name or a TFLite file; an int8 ONNX model is exported to TFLite for
@@ -296,12 +300,19 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
     from edge.evaluate import FaultSweep, run_evaluation
     from edge.report import format_table, per_subject_table
 
-    if _is_language_model(model):
+    special = "language" if _is_language_model(model) else "spiking" if _is_spiking_model(model) else None
+    if task and special:
+        raise click.UsageError(f"--task is for plain models; a {special} model's task is fixed by its family.")
+    if dt is not None and not str(model).lower().endswith(".nir"):
+        raise click.UsageError("--dt applies to NIR files; a converted spiking network keeps the dt it was "
+                               "converted with.")
+    if special == "language":
         _eval_language_model(model, data_spec, device, reference, out_dir, faults, maps, ber_range, bits, kind, seed,
                              as_json)
         return
-    if _is_spiking_model(model):
-        _eval_spiking_model(model, data_spec, device, runs, out_dir, faults, maps, ber_range, bits, kind, seed, as_json)
+    if special == "spiking":
+        _eval_spiking_model(model, data_spec, device, runs, out_dir, faults, maps, ber_range, bits, kind, seed, as_json,
+                            dt)
         return
     sweep = None
     if faults:
@@ -311,15 +322,16 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         sweep = FaultSweep(parse_ber_range(ber_range), maps, seed, FaultModel(kind=kind, bits=bits))
     results, folder = run_evaluation(model, data_spec, device=device, runs=runs, reference=reference,
                                      out_dir=out_dir, measure_memory=memory, baselines=baselines, faults=sweep,
-                                     progress=None if as_json else lambda msg: log.info("%s", msg))
+                                     progress=None if as_json else lambda msg: log.info("%s", msg), task=task)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     columns = {Path(model).name: results, **results.get("baselines", {})}
     click.echo(format_table(columns))
+    if not results["task"]["decided_by"].startswith("the model's metadata"):  # say how a plain model was read
+        click.echo(f"task: {results['task']['kind']} (decided by {results['task']['decided_by']})")
     # What the data reader assumed or left out (label encoding, byte type, unlabelled windows) is shown, not hidden.
-    label_note = results["metrics"].get("label_note")
-    for note in results["data"].get("notes", []) + ([label_note] if label_note else []):
+    for note in results["data"].get("notes", []) + results.get("notes", []):
         click.echo(f"note: {note}")
     subjects = per_subject_table(columns)
     if subjects:
@@ -362,10 +374,14 @@ def _convert_spiking(model: str, output: str, quantize: str | None, calibration:
 
     child, checks = convert_spiking(model, output, quantize=quantize, calibration=calibration, exports=exports, dt=dt,
                                     time_steps=time_steps, on_step=report,
+                                    on_warning=lambda text: click.echo(f"WARNING: {text}", err=True),
                                     min_agreement=0.9 if min_agreement is None else min_agreement / 100)
     if as_json:
         click.echo(json.dumps({"output": output, "sha256": child.sha256, "checks": dict(checks)}, indent=2))
         return
+    from edge.snn import dt_description
+
+    click.echo(f"dt: {dt_description(child.meta.task)}")
     written = [output] + ([str(Path(output).with_suffix(".tflite"))] if exports else [])
     click.echo(f"precision: {', '.join(f'{k} {v}' for k, v in child.meta.task['precision'].items())}")
     click.echo("wrote " + ", ".join(f"{p} ({Path(p).stat().st_size / 1024:.1f} KiB)" for p in written))
@@ -378,11 +394,11 @@ def _is_spiking_model(model: str) -> bool:
 
 
 def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_dir: str, faults: bool, maps: int,
-                        ber_range: str, bits: str, kind: str, seed: int, as_json: bool) -> None:
+                        ber_range: str, bits: str, kind: str, seed: int, as_json: bool, dt: float | None = None) -> None:
     from edge.report import new_run_folder, write_results
     from edge.snn import evaluate_spiking_model, format_spiking_results
 
-    results = evaluate_spiking_model(model, data_spec, device=device, runs=runs,
+    results = evaluate_spiking_model(model, data_spec, device=device, runs=runs, dt=dt,
                                      progress=None if as_json else lambda msg: log.info("%s", msg))
     if faults:
         from edge.faults import FaultModel
@@ -392,11 +408,12 @@ def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_
         if device.split(":")[0].split("?")[0] != "cpu":
             raise EdgeError("fault sweeps of spiking networks run on the cpu target.")
         results["resilience"] = spiking_resilience(model, data_spec, bers=parse_ber_range(ber_range), maps=maps,
-                                                   seed=seed, fault=FaultModel(kind=kind, bits=bits))
+                                                   seed=seed, fault=FaultModel(kind=kind, bits=bits), dt=dt)
     folder = new_run_folder(out_dir, "eval")
     write_results(folder, results)
     if as_json:
         click.echo(json.dumps(results, indent=2, default=str))
+        _refuse_meaningless(results, folder)
         return
     click.echo(format_spiking_results(results))
     if "resilience" in results:
@@ -404,6 +421,14 @@ def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_
 
         click.echo("\nfaults in weights and thresholds:\n" + format_spiking_resilience(results["resilience"]))
     click.echo(f"results: {folder / 'results.json'}")
+    _refuse_meaningless(results, folder)
+
+
+def _refuse_meaningless(results: dict[str, Any], folder: Path) -> None:
+    """Exit 1 when a spiking network's predictions do not depend on its input (the results are kept, marked)."""
+    if results.get("meaningless"):
+        raise click.ClickException(f"{results['meaningless']}; the results in {folder} are marked so. Check the "
+                                   "time step (dt) the network was converted with.")
 
 
 def _eval_language_model(model: str, data_spec: str, device: str, reference: str | None, out_dir: str, faults: bool,

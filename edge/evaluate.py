@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import platform
 import sys
@@ -20,17 +21,19 @@ import numpy as np
 
 from edge import __version__
 from edge.artifact import Artifact
-from edge.data.labels import class_indices, class_indices_and_note, model_classes
+from edge.data.labels import ONE_HOT_NOTE, class_indices, is_one_hot, model_classes
 from edge.data.registry import Dataset
 from edge.errors import DataError, EdgeError
 from edge.families.ssvep.metrics import itr_bits_per_min, itr_per_group
 from edge.metrics import (
     balanced_accuracy,
+    bootstrap_mean_interval,
     cohen_kappa,
     confusion_matrix,
     mean_sd,
     wilson_interval,
 )
+from edge.tasks import NO_LABELS_NOTE, anomaly_metrics, regression_metrics, task_kind
 from edge.tflite_model import TfliteModel
 
 RESULTS_SCHEMA_VERSION = 1
@@ -95,16 +98,6 @@ def run_all(target: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return run_batches(target, x, batch_size)
 
 
-def bootstrap_mean_interval(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of ``values``."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return (float(values.mean()), float(values.mean())) if len(values) else (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
-
-
 def environment() -> dict[str, Any]:
     """Versions and machine facts that results depend on."""
     import onnxruntime
@@ -141,29 +134,39 @@ def evaluate(
     reference: tuple[str, np.ndarray] | None = None,
     faults: FaultSweep | None = None,
     state_dir: Any = None,
+    task: str | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run ``dataset`` through ``model`` on ``device`` and collect every metric as one document.
 
+    The task (class scores, regression, anomaly scores) is ``task`` when given, else the model's metadata, else
+    read from the output shape and the labels (:func:`edge.tasks.task_kind`); the results say which and why.
     ``reference`` = (description, outputs of the host reference on ``dataset.x``) adds the fidelity block
-    (top-1 agreement, cosine, relative L2 error, max error, SQNR). ``faults`` adds the resilience curve on
-    the device, from the same seeded fault maps any other target storing the same tensors gets.
+    (top-1 agreement for class scores, cosine, relative L2 error, max error, SQNR). ``faults`` adds the
+    resilience curve on the device, from the same seeded fault maps any other target storing the same tensors
+    gets. ``notes`` are sentences the caller adds to the results' ``notes`` (what was not measured and why).
     """
     from edge.deploy import deploy
 
     if latency_runs < 1:
         raise DataError(f"latency_runs must be >= 1; got {latency_runs}.")
     step = progress or (lambda _msg: None)
+    notes = list(notes or [])
     step(f"deploying on {device}")
     target, deployed, deploy_report = deploy(model, device)
     try:
         step("predicting")
         outputs = run_all(target, dataset.x)
-        metrics: dict[str, Any] = {}
-        if dataset.y is not None:
-            metrics.update(classification_metrics(outputs, dataset, deployed))
+        kind, decided_by = task_kind(tuple(outputs.shape[1:]), tuple(np.shape(dataset.x)[1:]), dataset.y,
+                                     deployed.meta.task.get("kind"), task)
+        metrics, task_notes = task_metrics(kind, outputs, dataset, deployed)
+        notes += task_notes
         if reference is not None:
             name, expected = reference
-            metrics["fidelity"] = {"reference": name, **compare_outputs(expected, outputs).as_dict()}
+            fidelity = {"reference": name, **compare_outputs(expected, outputs).as_dict()}
+            if kind != "classification":
+                fidelity["top1_agreement"] = None  # an argmax of regression values or reconstructions means nothing
+            metrics["fidelity"] = fidelity
         step("timing")
         times_ms = target.latency(dataset.x[0], runs=latency_runs, warmup=warmup) * 1e3
         metrics["latency_ms"] = {
@@ -185,8 +188,10 @@ def evaluate(
                 metrics["peak_memory_bytes"] = memory["peak_rss_bytes"]
         resilience = None
         if faults is not None:
-            if dataset.y is None:
-                raise DataError("--faults needs labelled trials (accuracy under faults).", where=dataset.name)
+            if dataset.y is None or kind != "classification":
+                raise DataError("--faults measures accuracy under faults, so it needs class scores and labelled "
+                                f"trials; this is a {kind} task{'' if dataset.y is not None else ' without labels'}.",
+                                where=dataset.name)
             step("injecting faults")
             resilience = device_resilience(target, deployed, dataset, faults, state_dir)
         info = target.info()
@@ -206,7 +211,9 @@ def evaluate(
         "data": {"spec": dataset.name, "trials": len(dataset), "groups": len(np.unique(dataset.groups)),
                  **({"notes": list(dataset.notes)} if dataset.notes else {})},
         "device": {"spec": device, **info, "deploy": deploy_report},
+        "task": {"kind": kind, "decided_by": decided_by},
         "metrics": metrics,
+        "notes": notes,
     }
     if resilience is not None:
         results["resilience"] = resilience
@@ -233,13 +240,29 @@ def device_resilience(target: Any, model: Artifact | TfliteModel, dataset: Datas
     return curve
 
 
+def task_metrics(kind: str, outputs: np.ndarray, dataset: Dataset,
+                 artifact: Artifact | TfliteModel) -> tuple[dict[str, Any], list[str]]:
+    """(metrics, notes) of the task ``kind``: class scores, regression values or anomaly scores."""
+    if kind == "anomaly":
+        return anomaly_metrics(outputs, dataset.x, dataset.y, dataset.name)
+    if dataset.y is None:
+        return {}, [NO_LABELS_NOTE]
+    if kind == "regression":
+        return regression_metrics(outputs, dataset.y, dataset.name), []
+    notes = [ONE_HOT_NOTE] if is_one_hot(dataset.y) else []
+    return classification_metrics(outputs, dataset, artifact), notes
+
+
 def classification_metrics(outputs: np.ndarray, dataset: Dataset, artifact: Artifact) -> dict[str, Any]:
     """Accuracy with a Wilson interval, balanced accuracy, kappa, confusion, per-subject rows and, for spellers, ITR."""
     if dataset.y is None:
         raise DataError("the data have no labels, so accuracy cannot be computed.", where=dataset.name)
     scores = outputs.reshape(len(outputs), -1)
     n_classes = scores.shape[1]
-    y, label_note = class_indices_and_note(dataset.y, n_classes, dataset.name)
+    if n_classes < 2:
+        raise DataError("the model gives one value per trial, which is not a set of class scores; pass --task "
+                        "regression or --task anomaly.", where=dataset.name)
+    y = class_indices(dataset.y, n_classes, dataset.name)
     window_s = artifact.meta.preprocessing.window_s
     speller = artifact.meta.task.get("kind") == "ssvep-speller" and bool(window_s)
     gaze = float(artifact.meta.task.get("gaze_shift_s", 0.5))
@@ -247,8 +270,6 @@ def classification_metrics(outputs: np.ndarray, dataset: Dataset, artifact: Arti
     metrics = label_metrics(y, scores.argmax(axis=1), n_classes, groups,
                             itr_window_s=window_s if speller else None, gaze_shift_s=gaze)
     metrics["labels"] = artifact.meta.labels or [str(i) for i in range(n_classes)]
-    if label_note:
-        metrics["label_note"] = label_note
     return metrics
 
 
@@ -310,11 +331,13 @@ def run_evaluation(
     baselines: tuple[str, ...] = (),
     faults: FaultSweep | None = None,
     progress: Callable[[str], None] | None = None,
+    task: str | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Evaluate a model (ONNX file, zoo name or TFLite file) and classic baselines on a dataset spec.
 
-    Fidelity is measured against the host reference: ``reference`` when given, else the model itself on the
-    host CPU (for a TFLite file, the ONNX file of the same name beside it when there is one). Returns
+    Fidelity is measured against the host reference (:func:`host_reference`): ``reference`` when given, else
+    for a TFLite file the ONNX file beside it whose sha256 its provenance records, else the model itself on the
+    host CPU when the device runs another engine; otherwise the results say it was not measured. Returns
     (results, run folder); the folder holds results.json (baselines under "baselines") and plots.
     """
     from edge.data.registry import load_dataset
@@ -329,7 +352,7 @@ def run_evaluation(
         for name in baselines:  # fail on a misspelt name before any work
             if name.lower() not in ("cca", "fbcca", "etrca"):
                 make_baseline(name)
-    host = host_reference(path, loaded, reference, device)
+    host, notes = host_reference(path, loaded, reference, device)
     reference_outputs = None
     unavailable = None
     if host is not None:
@@ -340,7 +363,7 @@ def run_evaluation(
     folder = new_run_folder(out_dir, "eval")
     results = evaluate(loaded, dataset, device=device, latency_runs=runs, measure_memory=measure_memory,
                        path=str(path) if path else model, reference=reference_outputs, faults=faults,
-                       state_dir=folder, progress=progress)
+                       state_dir=folder, progress=progress, task=task, notes=notes)
     if unavailable is not None:
         # no silent fidelity: the document says there is no host check and why
         results["metrics"]["fidelity_unavailable"] = unavailable
@@ -366,25 +389,56 @@ def run_evaluation(
 
 
 def host_reference(path: Any, model: Artifact | TfliteModel, reference: str | None,
-                   device: str) -> tuple[str, Artifact | TfliteModel] | None:
-    """What the device's outputs are compared with: (description, model to run on the host CPU), or None
-    when the device is the host CPU running the model itself (fidelity would be 1 by construction)."""
+                   device: str) -> tuple[tuple[str, Artifact | TfliteModel] | None, list[str]]:
+    """What the device's outputs are compared with, ((description, model to run on the host CPU) or None, notes).
+
+    Only a model the user named with ``reference``, or the parent the file's own provenance names (its sha256)
+    found beside it, is a reference; a same-named sibling whose sha256 differs is never used. Off the host CPU,
+    the model itself on the host engine is compared with the device's engine. On the host CPU with neither,
+    fidelity is not measured: the model against itself on the same engine would be 100 % by construction.
+    """
     from edge.deploy import load_model
 
     if reference is not None:
         ref_path, ref_model = load_model(reference)
-        return f"{Path(str(ref_path or reference)).name} on the host CPU", ref_model
+        return (f"{Path(str(ref_path or reference)).name} on the host CPU (--reference)", ref_model), []
+    notes: list[str] = []
     if isinstance(model, TfliteModel) and path is not None:
-        sibling = Path(path).with_suffix(".onnx")
-        if sibling.is_file() and sibling != Path(path):
-            try:
-                return f"{sibling.name} (ONNX) on the host CPU", load_model(sibling)[1]
-            except EdgeError:
-                pass  # not a readable ONNX model: fall back to the TFLite file itself
+        found, note = provenance_parent(Path(path), model)
+        if note:
+            notes.append(note)
+        if found is not None:
+            return found, notes
     if device.split("?")[0] == "cpu":
-        return None
+        notes.append("fidelity not measured: no reference model (name one with --reference; the model against "
+                     "itself on the host CPU would agree 100 % by construction)")
+        return None, notes
     engine = "LiteRT" if isinstance(model, TfliteModel) else "onnxruntime"
-    return f"the same model in {engine} on the host CPU", model
+    return (f"the same model in {engine} on the host CPU", model), notes
+
+
+def provenance_parent(path: Path, model: TfliteModel) -> tuple[tuple[str, Artifact] | None, str | None]:
+    """(reference, note): the ONNX file beside a TFLite file, used only when its sha256 is the one the TFLite
+    file's provenance records as what it was exported from."""
+    from edge.deploy import load_model
+
+    sibling = path.with_suffix(".onnx")
+    if not sibling.is_file() or sibling == path:
+        return None, None
+    records = model.meta.provenance
+    expected = records[-1].parent_sha256 if records and records[-1].name == "export-tflite" else None
+    if expected is None:
+        return None, (f"{sibling.name} beside it was not used as the fidelity reference: the TFLite file does not "
+                      "record the sha256 of the ONNX model it was exported from (name it with --reference)")
+    actual = hashlib.sha256(sibling.read_bytes()).hexdigest()
+    if actual != expected:
+        return None, (f"{sibling.name} beside it was not used as the fidelity reference: its sha256 {actual[:12]} "
+                      f"is not the {expected[:12]} the TFLite file was exported from")
+    try:
+        return (f"{sibling.name} (ONNX it was exported from, sha256 verified) on the host CPU",
+                load_model(sibling)[1]), None
+    except EdgeError as exc:
+        return None, f"{sibling.name} beside it was not used as the fidelity reference: {exc}"
 
 
 def litert_unavailable(model: Artifact | TfliteModel) -> str | None:

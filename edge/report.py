@@ -30,6 +30,7 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("balanced accuracy %", f"{100.0 * m['balanced_accuracy']:.1f}"))
         rows.append(("Cohen's kappa", f"{m['kappa']:.3f}"))
         rows.append(("chance %", f"{100.0 * m['chance']:.1f}"))
+    rows += task_rows(m)
     if "itr_bits_per_min" in m:
         rows.append(("ITR bits/min [95% CI]", _fmt_ci(m["itr_bits_per_min"])))
         rows.append(("ITR of mean accuracy", f"{m['itr_bits_per_min']['of_mean_accuracy']:.1f}"))
@@ -37,7 +38,8 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("agreement with fp32 %", f"{100.0 * m['agreement_with_reference']:.1f}"))
     fidelity = m.get("fidelity")
     if fidelity:
-        rows.append(("fidelity to host: top-1 agreement %", f"{100.0 * fidelity['top1_agreement']:.2f}"))
+        if fidelity.get("top1_agreement") is not None:
+            rows.append(("fidelity to host: top-1 agreement %", f"{100.0 * fidelity['top1_agreement']:.2f}"))
         errors = (f"{fidelity['cosine_similarity']:.5f} / {fidelity['relative_l2']:.3g} / "
                   f"{fidelity['max_abs_error']:.3g}")
         rows.append(("fidelity: cosine / rel. L2 / max err", errors))
@@ -55,6 +57,25 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((label, f"{m['memory'][key] / 1024:.1f}"))
     if "peak_memory_bytes" in m:
         rows.append(("peak memory MiB", f"{m['peak_memory_bytes'] / 2**20:.1f}"))
+    return rows
+
+
+def task_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows of a regression (MSE, MAE, RMSE, R²) or anomaly (score, ROC AUC) task: never called accuracy."""
+    rows: list[tuple[str, str]] = []
+    reg = m.get("regression")
+    if reg:
+        for key, label in (("mse", "MSE"), ("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²")):
+            value = reg[key]
+            rows.append((f"{label} [95% CI]", "undefined" if value["value"] is None else
+                         f"{value['value']:.4g} [{value['ci95'][0]:.4g}, {value['ci95'][1]:.4g}]"))
+    anomaly = m.get("anomaly")
+    if anomaly:
+        mean = anomaly["mean"]
+        label = "reconstruction MSE (mean)" if anomaly["score"].startswith("reconstruction") else "anomaly score (mean)"
+        rows.append((f"{label} [95% CI]", f"{mean['value']:.4g} [{mean['ci95'][0]:.4g}, {mean['ci95'][1]:.4g}]"))
+        if "roc_auc" in anomaly:
+            rows.append((f"ROC AUC [95% CI] ({anomaly['anomalies']} anomalies)", _fmt_ci(anomaly["roc_auc"], 1.0, 3)))
     return rows
 
 

@@ -9,6 +9,7 @@ or Spyx works wherever an artifact does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge.artifact import Artifact
-from edge.data.labels import class_indices
+from edge.data.labels import ONE_HOT_NOTE, class_indices, is_one_hot
 from edge.errors import DataError, EngineError
 from edge.families.snn.export import export_snn, is_snn
 from edge.families.snn.runner import run_sequence, scores, spike_rates, synaptic_operations
@@ -30,20 +31,57 @@ DEFAULT_TIME_STEPS = 100
 
 def import_nir_file(path: str | Path, *, dt: float | None = None, time_steps: int = DEFAULT_TIME_STEPS,
                     labels: list[str] | None = None) -> Artifact:
-    """The artifact of a NIR file (discretised with ``dt``, its metadata's ``dt``, or snnTorch's 1e-4 s)."""
+    """The artifact of a NIR file, discretised with ``dt`` or else the file's own (``task.dt_source`` says which)."""
     from converters.nir_import import read_nir
 
     graph = read_nir(path, dt=dt)
-    return export_snn(graph, time_steps=time_steps, labels=labels, params={"file": Path(path).name, "dt": graph.dt})
+    artifact = export_snn(graph, time_steps=time_steps, labels=labels,
+                          params={"file": Path(path).name, "dt": graph.dt, "dt_source": graph.dt_source,
+                                  "file_dt": graph.file_dt, "notes": graph.notes})
+    artifact.meta.task.update(dt_source=graph.dt_source, file_dt=graph.file_dt)
+    return artifact
 
 
-def load_spiking_model(model: str | Path) -> tuple[Path | None, Artifact | TfliteModel]:
-    """(path, model) of a spiking artifact, its TFLite export, a zoo name or a plain NIR file."""
+def dt_description(task: dict[str, Any]) -> str:
+    """'0.008 s (the file's metadata)': the time step a spiking network runs at and where it came from."""
+    dt = task.get("dt")
+    text = "unknown" if dt is None else f"{dt:g} s"
+    return f"{text} ({task['dt_source']})" if task.get("dt_source") else text
+
+
+def silence_warnings(rates: dict[str, dict[str, float]], outputs_vary: bool, task: dict[str, Any]) -> tuple[
+        list[str], str | None]:
+    """(one warning per spiking layer that never fired, the reason the predictions are meaningless or None).
+
+    A layer silent over the whole data, or an output that is the same for every sample, is what a time step
+    that does not suit the network looks like; the warning names dt and where it came from.
+    """
+    dt = dt_description(task)
+    silent = [name for name, r in rates.items() if r["spikes_per_sample"] == 0]
+    warnings = [f"layer '{name}' emitted no spike over the whole data (dt {dt})" for name in silent]
+    # fewer than one spike per sample in a whole layer carries next to nothing: the same symptom, nearly
+    warnings += [f"layer '{name}' is nearly silent: {r['spikes_per_sample']:.2g} spikes per sample over "
+                 f"{r['neurons']} neurons (dt {dt})" for name, r in rates.items() if 0 < r["spikes_per_sample"] < 1]
+    if rates and len(silent) == len(rates):
+        return warnings, (f"no spiking layer fired on any sample at dt {dt}, so the predictions do not depend on "
+                          "the input and the accuracy is meaningless")
+    if not outputs_vary:
+        return warnings, (f"the output is the same for every sample at dt {dt}, so the predictions do not depend "
+                          "on the input and the accuracy is meaningless")
+    return warnings, None
+
+
+def load_spiking_model(model: str | Path, dt: float | None = None) -> tuple[Path | None, Artifact | TfliteModel]:
+    """(path, model) of a spiking artifact, its TFLite export, a zoo name or a plain NIR file (run at ``dt`` when
+    given, else the file's own; a converted network keeps the dt it was converted with)."""
     from edge.deploy import load_model
 
     text = str(model)
     if text.lower().endswith(".nir"):
-        return Path(text), import_nir_file(text)
+        return Path(text), import_nir_file(text, dt=dt)
+    if dt is not None:
+        raise DataError("--dt applies to NIR files; a converted spiking network keeps the dt it was converted with "
+                        "(convert the NIR file again with --dt).", where=text)
     path, loaded = load_model(model)
     if not is_snn(loaded):
         raise DataError("this model is not a spiking network (a NIR file, or an ONNX/TFLite step graph of family "
@@ -99,14 +137,15 @@ def step_latency(target: Any, meta: Any, runs: int, device: str) -> dict[str, An
 
 
 def evaluate_spiking_model(model: str | Path, data_spec: str, *, device: str = "cpu", runs: int = 200,
-                           limit: int | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                           limit: int | None = None, progress: Callable[[str], None] | None = None,
+                           dt: float | None = None) -> dict[str, Any]:
     """Accuracy (95 % CI), spike rate per layer, synaptic operations, dense MACs, energy estimate and latency per
-    time step of a spiking network on ``device``."""
+    time step of a spiking network on ``device`` (a NIR file at ``dt`` when given, else at its own)."""
     from edge.data.spiking import describe, load_spike_dataset
     from edge.evaluate import environment
 
     say = progress or (lambda _msg: None)
-    path, loaded = load_spiking_model(model)
+    path, loaded = load_spiking_model(model, dt)
     meta = loaded.meta
     dataset = load_spike_dataset(data_spec, meta)
     if limit:
@@ -120,20 +159,37 @@ def evaluate_spiking_model(model: str | Path, data_spec: str, *, device: str = "
         engine = target.info().get("engine", "")
     finally:
         target.close()
-    predicted = scores(recording).argmax(axis=1)
-    metrics: dict[str, Any] = {"spike_rates": spike_rates(recording), "operations": synaptic_operations(recording, meta),
+    readout = scores(recording)
+    predicted = readout.argmax(axis=1)
+    rates = spike_rates(recording)
+    warnings, meaningless = silence_warnings(rates, bool(len(readout) < 2 or np.ptp(readout, axis=0).max() > 0),
+                                             meta.task)
+    metrics: dict[str, Any] = {"spike_rates": rates, "operations": synaptic_operations(recording, meta),
                                "latency_per_step": latency}
+    notes = []
     if dataset.y is not None:
-        labels = class_indices(dataset.y, None, dataset.name)
-        correct = int((predicted == labels).sum())
-        low, high = wilson_interval(correct, len(labels))
-        metrics["accuracy"] = {"value": correct / len(labels), "ci95": [low, high], "n": len(labels)}
+        y = class_indices(dataset.y, readout.shape[1], dataset.name)
+        correct = int((predicted == y).sum())
+        low, high = wilson_interval(correct, len(y))
+        metrics["accuracy"] = {"value": correct / len(y), "ci95": [low, high], "n": len(y)}
+        if meaningless:
+            metrics["accuracy"]["meaningless"] = meaningless
+        if is_one_hot(dataset.y):
+            notes.append(ONE_HOT_NOTE)
+    else:
+        notes.append("task metrics skipped: the data have no labels (y)")
+    if meta.task.get("file_dt") is not None and not np.isclose(meta.task["file_dt"], meta.task.get("dt", 0)):
+        notes.append(f"dt {meta.task['dt']:g} s differs from the NIR file's own {meta.task['file_dt']:g} s")
     state_bytes = 4 * sum(int(np.prod(s["shape"])) for s in meta.task["state"])
     return {
         "kind": "spiking-network", "model": str(path or model), "sha256": loaded.sha256,
         "device": {"spec": device, "engine": engine},
         "data": describe(dataset),
+        "warnings": warnings,
+        "meaningless": meaningless,
+        "notes": notes,
         "model_info": {"time_steps": int(dataset.x.shape[1]), "dt": meta.task.get("dt"),
+                       "dt_source": meta.task.get("dt_source"), "file_dt": meta.task.get("file_dt"),
                        "neurons": meta.task.get("neurons"), "parameters": meta.task.get("parameters"),
                        "state_bytes": state_bytes, "model_bytes": len(loaded.to_bytes()),
                        "precision": meta.task.get("precision"), "passes": [p.name for p in meta.provenance]},
@@ -149,7 +205,12 @@ def format_spiking_results(results: dict[str, Any]) -> str:
     ops = m["operations"]
     lines = [(f"{Path(results['model']).name} on {results['device']['spec']} — {data['samples']} samples x "
              f"{data['time_steps']} steps ({data['spec']}), input rate {100 * data['input_rate']:.2f} %")]
-    if "accuracy" in m:
+    for warning in results.get("warnings", []):
+        lines.append(f"  WARNING: {warning}")
+    if "accuracy" in m and results.get("meaningless"):
+        lines.append(f"  accuracy          MEANINGLESS: {results['meaningless']} (it would read "
+                     f"{100 * m['accuracy']['value']:.1f} %, n={m['accuracy']['n']})")
+    elif "accuracy" in m:
         acc = m["accuracy"]
         lines.append(f"  accuracy          {100 * acc['value']:.1f} %  (95 % CI {100 * acc['ci95'][0]:.1f}-"
                      f"{100 * acc['ci95'][1]:.1f}, n={acc['n']})")
@@ -168,19 +229,21 @@ def format_spiking_results(results: dict[str, Any]) -> str:
         extra = f", p95 {lat['p95_us']:.1f} µs" if "p95_us" in lat else ""
         lines.append(f"  latency per step  {lat['median_us']:.1f} µs{extra} ({lat['source']})")
     lines.append(f"  model             {info['neurons']} neurons, {info['parameters']:,} parameters, state "
-                 f"{info['state_bytes']:,} B, file {info['model_bytes']:,} B, dt {info['dt']:g} s")
+                 f"{info['state_bytes']:,} B, file {info['model_bytes']:,} B, dt "
+                 f"{dt_description({'dt': info['dt'], 'dt_source': info.get('dt_source')})}")
+    lines += [f"  note: {note}" for note in results.get("notes", [])]
     return "\n".join(lines)
 
 
 def spiking_resilience(model: str | Path, data_spec: str, *, bers: list[float], maps: int, seed: int = 0,
                        fault: Any = None, limit: int = 256,
-                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                       progress: Callable[[str], None] | None = None, dt: float | None = None) -> dict[str, Any]:
     """Accuracy and spike rate of an ONNX spiking network under faults in weights and thresholds, per BER
     (the first ``limit`` labelled samples of the data, every map on the same samples)."""
     from edge.data.spiking import load_spike_dataset
     from edge.families.snn.resilience import spike_fault_curve
 
-    path, loaded = load_spiking_model(model)
+    path, loaded = load_spiking_model(model, dt)
     if not isinstance(loaded, Artifact):
         raise EngineError("fault sweeps of spiking networks run on the ONNX step graph; give the .onnx file.")
     dataset = load_spike_dataset(data_spec, loaded.meta)
@@ -227,9 +290,13 @@ def spiking_drift(parent: Any, child: Any, meta: Any, x: np.ndarray, *, batch: i
 def convert_spiking(model: str | Path, output: str | Path, *, quantize: str | None = None,
                     calibration: str | None = None, exports: tuple[str, ...] = (), dt: float | None = None,
                     time_steps: int | None = None, min_agreement: float = 0.9,
-                    on_step: Callable[[str, dict[str, Any]], None] | None = None) -> tuple[Artifact, list[Any]]:
+                    on_step: Callable[[str, dict[str, Any]], None] | None = None,
+                    on_warning: Callable[[str], None] | None = None) -> tuple[Artifact, list[Any]]:
     """Import (NIR) or read a spiking network, quantize its connections to int8, export TFLite / a C array; every
-    step is run against its parent and must keep ``min_agreement`` top-1 agreement. Nothing is written otherwise."""
+    step is run against its parent and must keep ``min_agreement`` top-1 agreement. Nothing is written otherwise.
+
+    A layer that never fires on the check data (a time step that does not suit the network) is reported through
+    ``on_warning`` (default: the log), naming dt and where it came from."""
     from converters.snn_quantize import QuantizeSpiking
     from converters.tflite import export_tflite
     from edge.artifact import write_artifact
@@ -257,6 +324,14 @@ def convert_spiking(model: str | Path, output: str | Path, *, quantize: str | No
     x = load_spike_dataset(spec, artifact.meta).x if spec else _probe_spikes(artifact.meta)
     x = x[:CHECK_SAMPLES]
     checks: list[tuple[str, dict[str, Any]]] = []
+    warn = on_warning or (lambda text: logging.getLogger("edge").warning("%s", text))
+    recording = run_sequence(OnnxRuntimeSession(artifact).run_named, artifact.meta, x)
+    readout = scores(recording)
+    data = "the calibration data" if spec else "random probe spikes"
+    warnings, meaningless = silence_warnings(spike_rates(recording), bool(len(readout) < 2 or np.ptp(readout, 0).max()),
+                                             artifact.meta.task)
+    for text in warnings + ([meaningless.replace("the accuracy is", "its accuracy would be")] if meaningless else []):
+        warn(f"{text} (on {data})")
 
     def check(name: str, drift: dict[str, Any]) -> None:
         checks.append((name, drift))

@@ -1,6 +1,7 @@
 """Build the shipped reference spiking network: train on delta-encoded synthetic SSVEP, export NIR, import it back.
 
     python -m edge.snn_reference --output edge/zoo/snn_ssvep_delta.onnx
+    python -m edge.snn_reference --spikes synthetic-ssvep:subjects=31-31 --output spikes.npz   # its input spikes
 
 The network is trained in PyTorch with surrogate gradients (``edge.families.snn.train``), written as a NIR graph
 (Affine + LIF hidden layers, Affine + LI readout; ``tau = dt / (1 - beta)``, ``r = tau / dt``, snnTorch's
@@ -50,6 +51,19 @@ def spikes_of(spec: str) -> tuple[np.ndarray, np.ndarray]:
     return ssvep_spikes(raw, epochs.sample_rate, REFERENCE_ENCODING), epochs.y
 
 
+def write_spikes(spec: str, output: Path) -> None:
+    """Write an .npz of the input spikes [trials, T, 143] and labels of an SSVEP source (through a temporary name)."""
+    import io
+
+    from edge.artifact import write_bytes_atomic
+
+    x, y = spikes_of(spec)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, y=y)
+    write_bytes_atomic(output, buffer.getvalue())
+    log.info("wrote %s: x %s, y %s", output, x.shape, y.shape)
+
+
 def spiking_graph(layers: list[dict[str, Any]], dt: float) -> SpikingGraph:
     """The trained layers as a NIR-shaped graph: Affine + LIF per hidden layer, Affine + LI readout."""
     nodes = {"input": Node("input", "input")}
@@ -78,8 +92,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--epochs", type=int, default=REFERENCE_CONFIG.epochs)
+    parser.add_argument("--spikes", metavar="DATASPEC",
+                        help="Only write the input spikes (x) and labels (y) of an SSVEP source, encoded as the "
+                             "network reads them, to OUTPUT (.npz), e.g. for the shipped .nir file.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.spikes:
+        write_spikes(args.spikes, Path(args.output))
+        return
     x_train, y_train = spikes_of(TRAIN_DATA)
     x_val, y_val = spikes_of(VALIDATION_DATA)
     x_test, y_test = spikes_of(HELDOUT_DATA)

@@ -15,6 +15,17 @@ import numpy as np
 
 from edge.errors import DataError
 
+#: the note evaluation results carry when one-hot rows were read as class indices
+ONE_HOT_NOTE = "y is one-hot; read as class indices"
+
+
+def is_one_hot(y: np.ndarray) -> bool:
+    """True for a 2-D array of 0/1 rows with exactly one 1 each (and more than one column)."""
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape[1] < 2 or y.dtype.kind not in "biuf":
+        return False
+    return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
+
 
 def class_indices(y: np.ndarray, n_classes: int | None, where: str | None = None) -> np.ndarray:
     """Integer class indices (trials,) from stored labels, or one sentence saying why they are not classes."""
@@ -53,8 +64,8 @@ def _whole_numbers(y: np.ndarray, where: str | None) -> np.ndarray:
     fractional = y[y != np.round(y)]
     if len(fractional):
         raise DataError(f"y holds non-integer values (e.g. {float(fractional[0]):.4g}): class labels must be "
-                        "integer class indices; for a regression model, compare outputs with --reference "
-                        "instead of labels.", where=where)
+                        "integer class indices; for a regression target pass --task "
+                        "regression.", where=where)
     return y.astype(np.int64)
 
 

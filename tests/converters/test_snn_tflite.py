@@ -122,7 +122,8 @@ def test_tflite_metadata_keeps_the_spiking_task(nir_graphs) -> None:
         {"input": "lif2.v", "output": "lif2.v.next", "shape": [4]}]
     assert meta.task["precision"]["state"] == meta.task["precision"]["neurons"] == "float32"
     assert meta.task["precision"]["weights"].startswith("int8")
-    record = meta.provenance[-1]
+    assert meta.provenance[-1].name == "export-tflite" and meta.provenance[-1].parent_sha256 == int8.sha256
+    record = meta.provenance[-2]
     assert record.name == "quantize-snn" and record.params["int8_nodes"] == ["fc1", "fc2"]
     assert record.params["calibration_steps"] == 8
 

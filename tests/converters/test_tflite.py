@@ -123,6 +123,8 @@ def test_ssvep_with_float_sub_band_layer_is_exact_to_a_step(reference, trials) -
 def test_metadata_round_trip(ssvep_int8) -> None:
     data = export_tflite(ssvep_int8)
     meta = read_tflite_meta(data)
+    exported = meta.provenance.pop()  # the export records the sha256 of the ONNX model it comes from
+    assert exported.name == "export-tflite" and exported.parent_sha256 == ssvep_int8.sha256
     assert meta == ssvep_int8.meta
     assert meta.provenance[-1].name == "quantize-int8" and meta.inputs[0].layout == "N,band,channel,time"
     interpreter = litert.Interpreter(model_content=data)

@@ -50,6 +50,9 @@ class SpikingGraph:
     edges: list[tuple[str, str]]
     dt: float
     input_shape: tuple[int, ...]
+    dt_source: str = "given"  # where dt came from (the file's metadata, --dt, ...), reported with the results
+    file_dt: float | None = None  # the dt the NIR file itself states or implies
+    notes: list[str] = field(default_factory=list)  # how the file was read where it departs from NIR's letter
 
     def __post_init__(self) -> None:
         for name, node in self.nodes.items():

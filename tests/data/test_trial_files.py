@@ -262,9 +262,9 @@ def test_cli_one_hot_labels_score_as_their_class_indices(tmp_path: Path, float_m
     code, out = run(tmp_path, str(float_model), "--data", str(tmp_path / "one_hot.npz"), "--json", "--no-memory",
                     "--runs", "2")
     assert code == 0, out
-    metrics = json.loads(out[out.index("{"):])["metrics"]
-    assert metrics["accuracy"]["value"] == pytest.approx(7 / 10)
-    assert metrics["label_note"] == "y is one-hot (10 x 5): read by argmax"
+    doc = json.loads(out[out.index("{"):])
+    assert doc["metrics"]["accuracy"]["value"] == pytest.approx(7 / 10)
+    assert "y is one-hot; read as class indices" in doc["notes"]
 
 
 def test_cli_table_shows_the_readers_notes(tmp_path: Path, float_model: Path) -> None:

@@ -372,7 +372,8 @@ def _npz(path: Path) -> Dataset:
         raise
     except Exception as exc:
         raise DataError(f"not a readable .npz archive ({type(exc).__name__}).", where=str(path)) from None
-    return Dataset(str(path), np.asarray(x, dtype=np.float32), _labels(y, path), groups)
+    x = np.asarray(x, dtype=np.float32) if np.asarray(x).dtype == np.float64 else np.asarray(x)  # int8 stays int8
+    return Dataset(str(path), x, _labels(y, path), groups)
 
 
 def _npy_folder(path: Path) -> Dataset:

@@ -7,11 +7,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.quantize import QuantizeInt8
-from converters.tflite import export_tflite
 from edge.artifact import Artifact
 from edge.errors import EngineError
 from edge.feeds import TensorFormat, quantize, to_input
+from feed_models import conv_gemm, conv_gemm_tflite, trials
 from runtimes import open_session
 from runtimes.litert_session import LiteRTSession
 from runtimes.tflm_session import TFLMSession
@@ -19,35 +18,10 @@ from runtimes.tflm_session import TFLMSession
 INT8 = TensorFormat("x", np.dtype("int8"), 0.5, -3)
 
 
-def conv_gemm(batch: int | str, *, reshape: bool = True) -> onnx.ModelProto:
-    """(B, 2, 1, 8) -> Conv -> Relu -> Reshape(B, 18) or Flatten -> Gemm(4); B fixed as old exporters write it."""
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(size=(3, 2, 1, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b"),
-             numpy_helper.from_array(rng.normal(size=(4, 18)).astype(np.float32), "fc"),
-             numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "fc_b")]
-    flatten = helper.make_node("Flatten", ["r"], ["f"])
-    if reshape:
-        inits.append(numpy_helper.from_array(np.array([batch, 18], np.int64), "shape"))
-        flatten = helper.make_node("Reshape", ["r", "shape"], ["f"])
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]), flatten,
-             helper.make_node("Gemm", ["f", "fc", "fc_b"], ["y"], transB=1)]
-    graph = helper.make_graph(nodes, "conv_gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2, 1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    return model
-
-
-def trials(n: int = 10) -> np.ndarray:
-    return np.random.default_rng(1).normal(size=(n, 2, 1, 8)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def int8_io_tflite() -> bytes:
     """The conv/gemm network quantized to int8 with int8 input and output (scale read from the file)."""
-    return export_tflite(QuantizeInt8(exclude=[])(Artifact.from_model(conv_gemm("N", reshape=False)), trials(32)),
-                         io="int8")
+    return conv_gemm_tflite(None)
 
 
 def test_quantize_rounds_as_each_engine_does() -> None:

@@ -1,0 +1,87 @@
+"""Every target runs fixed-batch models on any number of trials and feeds int8 data to an int8 input as is."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge.artifact import Artifact
+from edge.cli import main
+from edge.evaluate import predict
+from edge.faults import FaultModel
+from edge.faults.engine import WeightFaultEngine, rebuild_and_run
+from edge.feeds import quantize
+from edge.tflite_model import TfliteModel
+from feed_models import conv_gemm, conv_gemm_tflite, quantized_conv_gemm, trials
+from runtimes.litert_session import LiteRTSession
+
+TFLITE_TARGETS = ["cpu", "mcu:tflm", "npu:ethos-u55-128", "sim"]
+
+
+@pytest.fixture(scope="module")
+def quantized() -> Artifact:
+    return quantized_conv_gemm()
+
+
+@pytest.fixture(scope="module")
+def reference(quantized) -> np.ndarray:
+    """LiteRT's reference kernels on the resizable file, all 10 trials at once: what every target must give."""
+    return LiteRTSession(conv_gemm_tflite(None, quantized=quantized), kernels="reference").run({"x": trials()})[0]
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_fixed_batch_onnx_on_cpu_and_in_the_fault_engine(batch) -> None:
+    x = trials(10)
+    want = predict(Artifact.from_model(conv_gemm("N", reshape=False)), x, "cpu")
+    fixed = conv_gemm(batch)
+    np.testing.assert_allclose(predict(Artifact.from_model(fixed), x, "cpu"), want, rtol=1e-5, atol=1e-5)
+    engine = WeightFaultEngine(fixed, FaultModel(), batch_size=3)
+    np.testing.assert_allclose(engine.run(x), want, rtol=1e-5, atol=1e-5)
+    fault_map = engine.sample(1e-2, 0)
+    np.testing.assert_array_equal(engine.run_map(fault_map, x), rebuild_and_run(fixed, fault_map, x))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("device", TFLITE_TARGETS)
+def test_fixed_batch_int8_tflite_on_every_target(device, batch, quantized, reference) -> None:
+    model = TfliteModel.from_bytes(conv_gemm_tflite(batch, quantized=quantized))
+    fmt = LiteRTSession(model.data).input_formats["x"]
+    assert fmt.batch == batch and fmt.dtype == np.int8
+    x = trials(10)
+    np.testing.assert_array_equal(predict(model, x, device, batch_size=7), reference)
+    # int8 data fed as is gives exactly what the equivalent float data give
+    data = quantize(x, fmt)
+    equivalent = (data.astype(np.float32) - fmt.zero_point) * np.float32(fmt.scale)
+    np.testing.assert_array_equal(predict(model, data, device), predict(model, equivalent, device))
+
+
+def test_cli_scores_an_int8_input_tflite_on_int8_data(tmp_path, quantized, reference) -> None:
+    data = conv_gemm_tflite(None, quantized=quantized)
+    (tmp_path / "int8_input.tflite").write_bytes(data)
+    fmt = LiteRTSession(data).input_formats["x"]
+    labels = reference.argmax(1)
+    np.savez(tmp_path / "int8.npz", x=quantize(trials(), fmt), y=labels)
+    for device in ("cpu", "mcu:tflm"):
+        result = CliRunner().invoke(main, ["eval", str(tmp_path / "int8_input.tflite"), "--data",
+                                           str(tmp_path / "int8.npz"), "--device", device, "--runs", "2",
+                                           "--no-memory", "--json", "--out-dir", str(tmp_path / "runs")])
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.output[result.output.index("{"):])
+        assert document["metrics"]["accuracy"]["value"] == 1.0
+        assert any("int8 data fed as is" in note for note in document["device"]["io"])
+    # the old path, int8 values cast to float and quantized again, scores something else
+    wrong = predict(TfliteModel.from_bytes(data), quantize(trials(), fmt).astype(np.float32), "cpu").argmax(1)
+    assert np.mean(wrong == labels) < 1.0
+
+
+def test_cli_refuses_uint8_data_for_an_int8_input_in_one_line(tmp_path, quantized) -> None:
+    (tmp_path / "m.tflite").write_bytes(conv_gemm_tflite(None, quantized=quantized))
+    np.savez(tmp_path / "u8.npz", x=np.zeros((3, 2, 1, 8), np.uint8), y=np.zeros(3, np.int64))
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "m.tflite"), "--data", str(tmp_path / "u8.npz"),
+                                       "--runs", "1", "--no-memory", "--out-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "is int8 (scale" in result.output and "but the data are uint8" in result.output
+    assert "Traceback" not in result.output

@@ -99,7 +99,7 @@ class NpuTarget:
                 "compile_s": seconds, **self.vela}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """TFLite Micro's first output for ``batch`` on the uncompiled int8 file (inputs converted as edge.feeds says)."""
+        """TFLite Micro's first output for ``batch`` on the uncompiled int8 file (inputs as edge.feeds says)."""
         return self._live().run({"x": np.asarray(batch)})[0].astype(np.float32, copy=False)
 
     def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

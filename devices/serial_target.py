@@ -149,7 +149,7 @@ class SerialTarget:
         return {**report, "flashed": True}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The first output for every trial: each batch of the file's size is loaded with ``db`` and run with ``infer 1 0``.
+        """The first output for every trial: each batch of the file's size is loaded (``db``) and run (``infer 1 0``).
 
         Trials are converted once on the host as :mod:`edge.feeds` says (int8 data for an int8 input sent as is,
         float data quantized with the input's scale and zero point); a file with a fixed batch of B gets B trials per

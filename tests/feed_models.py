@@ -1,4 +1,4 @@
-"""Tiny models for the dtype and batch tests: a conv/gemm classifier with a fixed or symbolic batch, as ONNX and TFLite."""
+"""Tiny models for the dtype and batch tests: a conv/gemm classifier, fixed or symbolic batch, ONNX and TFLite."""
 
 from __future__ import annotations
 

@@ -85,3 +85,20 @@ def test_cli_refuses_uint8_data_for_an_int8_input_in_one_line(tmp_path, quantize
     assert result.exit_code == 1
     assert "is int8 (scale" in result.output and "but the data are uint8" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_gpu_target_host_side_chunks_a_fixed_batch(batch) -> None:
+    """The gpu target's own feeding and chunking, run here on a CPU onnxruntime session (no GPU on this machine)."""
+    import onnxruntime as ort
+
+    from devices.gpu import GpuTarget
+    from edge.feeds import onnx_formats
+
+    fixed = conv_gemm(batch)
+    target = GpuTarget("gpu")
+    target._session = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"])
+    target._formats = onnx_formats(fixed)
+    want = predict(Artifact.from_model(conv_gemm("N", reshape=False)), trials(10), "cpu")
+    np.testing.assert_allclose(target.run(trials(10)), want, rtol=1e-5, atol=1e-5)
+    assert "float32 data fed as is" in target.notes["x"]

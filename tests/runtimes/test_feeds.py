@@ -44,7 +44,8 @@ def test_integer_data_of_the_inputs_own_type_pass_unchanged() -> None:
 @pytest.mark.parametrize(("data", "fmt", "message"), [
     (np.zeros(3, np.uint8), INT8, r"input 'x' is int8 \(scale 0.5, zero point -3\) but the data are uint8"),
     (np.zeros(3, np.int16), INT8, r"is int8 \(scale 0.5, zero point -3\) but the data are int16"),
-    (np.zeros(3, np.float32), TensorFormat("x", np.dtype("int8")), r"int8 \(no scale\) and has no scale to quantize float32"),
+    (np.zeros(3, np.float32), TensorFormat("x", np.dtype("int8")),
+     r"int8 \(no scale\) and has no scale to quantize float32"),
     (np.zeros(3, np.int8), TensorFormat("x", np.dtype("float32")), "is float32 but the data are int8"),
     (np.zeros(3, np.int64), TensorFormat("ids", np.dtype("int32")), "int32 cannot hold without changing values"),
 ])

@@ -31,8 +31,17 @@ import onnx
 from devices.base import TargetSpec, time_calls
 from edge.artifact import Artifact
 from edge.errors import DataError, TargetError
-from edge.feeds import TensorFormat, dequantize, engine_message, input_note, onnx_formats, output_note, padded, \
-    run_batched, to_input
+from edge.feeds import (
+    TensorFormat,
+    dequantize,
+    engine_message,
+    input_note,
+    onnx_formats,
+    output_note,
+    padded,
+    run_batched,
+    to_input,
+)
 from edge.faults.engine import corrupted_model
 from edge.faults.models import FaultMap, FaultModel, FaultTargets
 

@@ -24,7 +24,7 @@ repeating its last trial and the padding dropped from the outputs; a symbolic ba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,6 +145,13 @@ def output_note(fmt: TensorFormat) -> str:
     if fmt.quantized:
         return f"output '{fmt.name}' {fmt.describe()}: dequantized to float32 with the model's scale and zero point"
     return f"output '{fmt.name}' {fmt.describe()}: returned as the model computes it"
+
+
+def fixed_batch(formats: Iterable[TensorFormat]) -> int | None:
+    """The batch the inputs fix, when those that fix one agree; None when none does (or they disagree: the engine
+    then says what it makes of the feeds)."""
+    batches = {fmt.batch for fmt in formats} - {None}
+    return batches.pop() if len(batches) == 1 else None
 
 
 def run_batched(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], feeds: dict[str, np.ndarray],

@@ -7,8 +7,17 @@ from typing import Any
 import numpy as np
 
 from edge.errors import EngineError
-from edge.feeds import TensorFormat, dequantize, engine_message, input_note, output_note, per_tensor, run_batched, \
-    to_input
+from edge.feeds import (
+    TensorFormat,
+    dequantize,
+    engine_message,
+    fixed_batch,
+    input_note,
+    output_note,
+    per_tensor,
+    run_batched,
+    to_input,
+)
 
 # BUILTIN_WITHOUT_DEFAULT_DELEGATES: LiteRT's optimised builtin kernels without XNNPACK, which can
 # differ by a few quantization steps (DESIGN.md). BUILTIN_REF: the reference kernels TFLite Micro matches.
@@ -61,8 +70,7 @@ class LiteRTSession:
         for name, fmt in self.input_formats.items():
             arrays[name] = to_input(feeds[name], fmt)
             self.notes[name] = input_note(np.asarray(feeds[name]).dtype, fmt)
-        batches = {fmt.batch for fmt in self.input_formats.values()}
-        outputs = run_batched(self._invoke, arrays, batches.pop() if len(batches) == 1 else None)
+        outputs = run_batched(self._invoke, arrays, fixed_batch(self.input_formats.values()))
         results = {}
         for details, y in zip(self._outputs, outputs, strict=True):
             fmt = self.output_formats[details["name"]]

@@ -10,8 +10,17 @@ import onnxruntime as ort
 
 from edge.artifact import Artifact, TensorSpec
 from edge.errors import EngineError
-from edge.feeds import TensorFormat, dequantize, engine_message, input_note, onnx_formats, output_note, run_batched, \
-    to_input
+from edge.feeds import (
+    TensorFormat,
+    dequantize,
+    engine_message,
+    fixed_batch,
+    input_note,
+    onnx_formats,
+    output_note,
+    run_batched,
+    to_input,
+)
 
 _IR_LIMIT = re.compile(r"max supported IR version: (\d+)")
 
@@ -65,8 +74,7 @@ class OnnxRuntimeSession:
 
     def _fixed_batch(self, feeds: dict[str, np.ndarray]) -> int | None:
         """The fixed batch of the fed inputs, when those that have one agree (else None: run as given)."""
-        batches = {self.input_formats[name].batch for name in feeds if name in self.input_formats} - {None}
-        return batches.pop() if len(batches) == 1 else None
+        return fixed_batch(self.input_formats[name] for name in feeds if name in self.input_formats)
 
     def _run_once(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from edge.errors import EngineError
-from edge.feeds import dequantize, engine_message, input_note, output_note, run_batched, to_input
+from edge.feeds import dequantize, engine_message, fixed_batch, input_note, output_note, run_batched, to_input
 from runtimes.litert_session import check_feeds, tflite_format
 
 
@@ -75,8 +75,7 @@ class TFLMSession:
         counts = {len(x) for x in arrays.values()}
         if len(counts) != 1:
             raise EngineError(f"every feed needs the same number of trials; got {sorted(counts)}.")
-        batches = {fmt.batch for fmt in self.input_formats.values()}
-        outputs = run_batched(self._invoke, arrays, batches.pop() if len(batches) == 1 else None)
+        outputs = run_batched(self._invoke, arrays, fixed_batch(self.input_formats.values()))
         results = {}
         for fmt, y in zip(self.output_formats, outputs, strict=True):
             self.notes[fmt.name] = output_note(fmt)

@@ -160,17 +160,22 @@ def run_batched(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], feeds:
 
     Every feed carries the trials on its first axis. A fixed batch B runs in chunks of B trials; the last chunk is
     padded with copies of its last trial (real data, so no padding value can upset the model), and the padded
-    rows are dropped from every output, which must then carry the batch on its first axis too.
+    rows are dropped from every output, which must then carry the batch on its first axis too. A batch-1 model
+    whose output drops the batch axis (old exporters squeeze it) gets it back, so every output has a row per trial.
     """
-    counts = {len(np.asarray(v)) for v in feeds.values()}
-    if batch is None or len(counts) != 1 or counts == {batch}:
-        return run(feeds)
+    arrays = {name: np.asarray(v) for name, v in feeds.items()}
+    counts = {len(v) if v.ndim else -1 for v in arrays.values()}
+    if batch is None or len(counts) != 1 or -1 in counts:
+        return run(feeds)  # nothing to split on: the engine says what it makes of the feeds
     (trials,) = counts
+    if trials == 0:
+        raise EngineError("there are no trials to run.")
     chunks: list[list[np.ndarray]] = []
     for start in range(0, trials, batch):
         stop = min(start + batch, trials)
-        part = {name: padded(np.asarray(v)[start:stop], batch) for name, v in feeds.items()}
-        outputs = run(part)
+        outputs = run({name: padded(v[start:stop], batch) for name, v in arrays.items()})
+        if batch == 1:
+            outputs = [o if o.ndim and o.shape[0] == 1 else np.asarray(o)[None] for o in outputs]
         bad = [o.shape for o in outputs if o.ndim == 0 or o.shape[0] != batch]
         if bad:
             raise EngineError(f"the model takes a fixed batch of {batch} but an output has shape {bad[0]}, without "

@@ -135,3 +135,20 @@ def test_litert_error_is_shown_whole(int8_io_tflite) -> None:
         LiteRTSession(int8_io_tflite).run({"x": np.zeros((2, 3, 1, 8), np.int8)})
     first, *rest = str(info.value).splitlines()
     assert first.startswith("LiteRT could not run the model on 'x' int8 (2, 3, 1, 8)") and rest
+
+
+def test_batch_one_model_that_squeezes_its_output_gets_a_row_per_trial() -> None:
+    model = conv_gemm(1)
+    model.graph.node[-1].output[0] = "y1"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([4], np.int64), "flat"))
+    model.graph.node.append(helper.make_node("Reshape", ["y1", "flat"], ["y"]))
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [4]))
+    (want,) = open_session(Artifact.from_model(conv_gemm("N", reshape=False))).run({"x": trials(3)})
+    session = open_session(Artifact.from_model(model))
+    np.testing.assert_allclose(session.run({"x": trials(3)})[0], want, rtol=1e-5, atol=1e-5)
+    assert session.run({"x": trials(1)})[0].shape == (1, 4)
+
+
+def test_no_trials_is_one_clear_error() -> None:
+    with pytest.raises(EngineError, match="no trials to run"):
+        open_session(Artifact.from_model(conv_gemm(1))).run({"x": np.zeros((0, 2, 1, 8), np.float32)})

@@ -15,8 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.artifact import Artifact
 from edge.errors import EdgeError, TargetError
+from edge.feeds import TensorFormat, dequantize, onnx_formats
 from edge.models import resolve_model
 from edge.tflite_model import TfliteModel, is_tflite, read_tflite
 
@@ -50,6 +53,29 @@ def for_target(model: Model, target: Any, spec: str) -> Model:
         raise TargetError(f"{spec} runs int8 TFLite files and this model cannot be exported to one ({exc}); "
                           "quantize it first: edge convert MODEL --quantize int8 --export tflite.") from None
     return TfliteModel.from_bytes(data, where=f"{getattr(model, 'where', None) or 'model'} (exported for {spec})")
+
+
+def input_format(model: Model) -> TensorFormat:
+    """The model's first data input as the engines read it: dtype, quantization, batch dimension."""
+    if isinstance(model, TfliteModel):
+        from runtimes.litert_session import tflite_format
+
+        return tflite_format(model.input_details)
+    inputs, _ = onnx_formats(model.model)
+    if not inputs:
+        raise TargetError("the model has no data input.")
+    return inputs[0]
+
+
+def reference_data(x: np.ndarray, model: Model, reference: Model) -> np.ndarray:
+    """``x``, stored for ``model``, as ``reference`` takes it: integer data quantized for ``model``'s input become
+    the float values they stand for when ``reference`` has a float input (the float ONNX file beside an
+    int8-input TFLite file); anything else is left for the engines' own checks."""
+    data, reference_input = input_format(model), input_format(reference)
+    if (np.issubdtype(np.asarray(x).dtype, np.integer) and np.asarray(x).dtype == data.dtype and data.quantized
+            and np.issubdtype(reference_input.dtype, np.floating)):
+        return dequantize(np.asarray(x), data)
+    return x
 
 
 def deploy(model: str | Path | Model, device: str) -> tuple[Any, Model, dict[str, Any]]:

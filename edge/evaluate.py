@@ -318,7 +318,7 @@ def run_evaluation(
     (results, run folder); the folder holds results.json (baselines under "baselines") and plots.
     """
     from edge.data.registry import load_dataset
-    from edge.deploy import load_model
+    from edge.deploy import load_model, reference_data
     from edge.report import new_run_folder, write_results
 
     path, loaded = load_model(model)
@@ -333,7 +333,7 @@ def run_evaluation(
     reference_outputs = None
     if host is not None:
         name, host_model = host
-        reference_outputs = (name, predict(host_model, dataset.x, "cpu"))
+        reference_outputs = (name, predict(host_model, reference_data(dataset.x, loaded, host_model), "cpu"))
     folder = new_run_folder(out_dir, "eval")
     results = evaluate(loaded, dataset, device=device, latency_runs=runs, measure_memory=measure_memory,
                        path=str(path) if path else model, reference=reference_outputs, faults=faults,

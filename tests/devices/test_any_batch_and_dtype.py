@@ -102,3 +102,18 @@ def test_gpu_target_host_side_chunks_a_fixed_batch(batch) -> None:
     want = predict(Artifact.from_model(conv_gemm("N", reshape=False)), trials(10), "cpu")
     np.testing.assert_allclose(target.run(trials(10)), want, rtol=1e-5, atol=1e-5)
     assert "float32 data fed as is" in target.notes["x"]
+
+
+def test_int8_data_reach_the_float_onnx_reference_beside_an_int8_input_tflite(tmp_path, quantized, reference) -> None:
+    from edge.artifact import write_artifact
+
+    (tmp_path / "m.tflite").write_bytes(conv_gemm_tflite(None, quantized=quantized))
+    write_artifact(quantized, tmp_path / "m.onnx")  # the float-input QDQ model it was exported from
+    fmt = LiteRTSession((tmp_path / "m.tflite").read_bytes()).input_formats["x"]
+    np.savez(tmp_path / "int8.npz", x=quantize(trials(), fmt), y=reference.argmax(1))
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "m.tflite"), "--data", str(tmp_path / "int8.npz"),
+                                       "--device", "mcu:tflm", "--runs", "2", "--no-memory", "--json",
+                                       "--out-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    fidelity = json.loads(result.output[result.output.index("{"):])["metrics"]["fidelity"]
+    assert fidelity["reference"].startswith("m.onnx") and fidelity["top1_agreement"] == 1.0

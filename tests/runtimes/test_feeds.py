@@ -152,3 +152,27 @@ def test_batch_one_model_that_squeezes_its_output_gets_a_row_per_trial() -> None
 def test_no_trials_is_one_clear_error() -> None:
     with pytest.raises(EngineError, match="no trials to run"):
         open_session(Artifact.from_model(conv_gemm(1))).run({"x": np.zeros((0, 2, 1, 8), np.float32)})
+
+
+def test_qlinear_model_scales_are_read_from_the_ops_that_use_them() -> None:
+    """QOperator graphs (QLinearMatMul) carry the input and output scales as the op's own inputs."""
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
+             numpy_helper.from_array(np.array(10, np.uint8), "xz"),
+             numpy_helper.from_array(np.arange(12, dtype=np.uint8).reshape(4, 3), "w"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.array(0, np.uint8), "wz"),
+             numpy_helper.from_array(np.array(0.25, np.float32), "ys"),
+             numpy_helper.from_array(np.array(3, np.uint8), "yz")]
+    node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
+    graph = helper.make_graph([node], "qlinear", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    session = open_session(Artifact.from_model(model))
+    assert session.input_formats["x"].describe() == "uint8 (scale 0.02, zero point 10)"
+    assert session.output_formats["y"].describe() == "uint8 (scale 0.25, zero point 3)"
+    data = np.random.default_rng(0).integers(0, 256, size=(5, 4)).astype(np.uint8)
+    (y,) = session.run({"x": data})  # batch fixed at 1: five trials run one at a time
+    real = ((data.astype(np.float64) - 10) * 0.02) @ (np.arange(12).reshape(4, 3) * 0.01)
+    expected = (np.clip(np.rint(real / 0.25) + 3, 0, 255) - 3) * 0.25
+    np.testing.assert_allclose(y, expected, atol=1e-6)

@@ -37,7 +37,7 @@ class OnnxRuntimeSession:
         self.inputs: list[TensorSpec] = artifact.meta.inputs
         self.outputs: list[TensorSpec] = artifact.meta.outputs
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors reach the user whole in the EngineError, not also on stderr
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

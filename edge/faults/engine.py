@@ -72,7 +72,7 @@ def create_session(model: onnx.ModelProto, threads: int | None = None, optimizat
     if optimization not in levels:
         raise EngineError(f"optimization must be one of {', '.join(levels)}; got {optimization!r}.")
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user whole in the EngineError, not also on stderr
     options.graph_optimization_level = levels[optimization]
     # Prepacking reorders constant weights for faster kernels; fed weights cannot be prepacked, so engines and the
     # reference both skip it and run the same kernels.

@@ -117,3 +117,20 @@ def test_int8_data_reach_the_float_onnx_reference_beside_an_int8_input_tflite(tm
     assert result.exit_code == 0, result.output
     fidelity = json.loads(result.output[result.output.index("{"):])["metrics"]["fidelity"]
     assert fidelity["reference"].startswith("m.onnx") and fidelity["top1_agreement"] == 1.0
+
+
+def test_cli_shows_the_engine_error_whole_after_one_line(tmp_path) -> None:
+    import onnx
+
+    model = conv_gemm(1)  # a free time axis the data check lets through, but Reshape(1, 18) fixes it at 1
+    dim = model.graph.input[0].type.tensor_type.shape.dim[2]
+    dim.Clear()
+    dim.dim_param = "T"
+    onnx.save(model, tmp_path / "t.onnx")
+    np.savez(tmp_path / "t.npz", x=np.zeros((3, 2, 2, 8), np.float32), y=np.zeros(3, np.int64))
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "t.onnx"), "--data", str(tmp_path / "t.npz"),
+                                       "--runs", "1", "--no-memory", "--out-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "Error: onnxruntime could not run the model on 'x' float32 (1, 2, 2, 8). The engine said:"
+    assert "requested shape:{1,18}" in lines[-1] and lines[-1].startswith("    ")

@@ -134,3 +134,11 @@ def test_cli_shows_the_engine_error_whole_after_one_line(tmp_path) -> None:
     lines = result.output.strip().splitlines()
     assert lines[0] == "Error: onnxruntime could not run the model on 'x' float32 (1, 2, 2, 8). The engine said:"
     assert "requested shape:{1,18}" in lines[-1] and lines[-1].startswith("    ")
+
+
+def test_activation_faults_refuse_a_fixed_batch_model_in_one_sentence() -> None:
+    from edge.errors import PassError
+    from edge.faults.activations import instrument_activations
+
+    with pytest.raises(PassError, match="batch dimension is free; this one fixes it at 4"):
+        instrument_activations(conv_gemm(4), trials(4))

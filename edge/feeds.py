@@ -34,7 +34,6 @@ from onnx import helper, numpy_helper
 from edge.errors import EngineError
 
 QUANTIZED_TYPES = ("int8", "uint8", "int16")
-ROUNDINGS = ("half-away", "half-even")
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,14 @@ def input_format(model: Model) -> TensorFormat:
     return inputs[0]
 
 
+def timed_batch(model: Model) -> int:
+    """The batch one timed inference of a single trial runs at: the model's fixed batch, else 1."""
+    try:
+        return input_format(model).batch or 1
+    except EdgeError:  # no data input to read: the latency code path reports its own problem
+        return 1
+
+
 def reference_data(x: np.ndarray, model: Model, reference: Model) -> np.ndarray:
     """``x``, stored for ``model``, as ``reference`` takes it: integer data quantized for ``model``'s input become
     the float values they stand for when ``reference`` has a float input (the float ONNX file beside an

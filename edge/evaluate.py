@@ -147,7 +147,7 @@ def evaluate(
     (top-1 agreement, cosine, relative L2 error, max error, SQNR). ``faults`` adds the resilience curve on
     the device, from the same seeded fault maps any other target storing the same tensors gets.
     """
-    from edge.deploy import deploy
+    from edge.deploy import deploy, timed_batch
 
     if latency_runs < 1:
         raise DataError(f"latency_runs must be >= 1; got {latency_runs}.")
@@ -172,7 +172,7 @@ def evaluate(
             "mean": float(times_ms.mean()),
             "runs": len(times_ms),
             "warmup": warmup,
-            "batch": 1,
+            "batch": timed_batch(deployed),  # a model with a fixed batch B runs one trial padded to B
             "source": getattr(target, "latency_source", "host wall clock"),
         }
         metrics["model_size_bytes"] = len(deployed.to_bytes())

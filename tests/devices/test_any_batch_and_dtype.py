@@ -142,3 +142,16 @@ def test_activation_faults_refuse_a_fixed_batch_model_in_one_sentence() -> None:
 
     with pytest.raises(PassError, match="batch dimension is free; this one fixes it at 4"):
         instrument_activations(conv_gemm(4), trials(4))
+
+
+def test_cli_evaluates_a_fixed_batch_4_onnx_model_on_ten_trials(tmp_path) -> None:
+    import onnx
+
+    onnx.save(conv_gemm(4), tmp_path / "b4.onnx")
+    labels = predict(Artifact.from_model(conv_gemm("N", reshape=False)), trials(), "cpu").argmax(1)
+    np.savez(tmp_path / "f.npz", x=trials().astype(np.float64), y=labels)  # float64 on disk: float32 when read
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "b4.onnx"), "--data", str(tmp_path / "f.npz"),
+                                       "--runs", "2", "--no-memory", "--json", "--out-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output[result.output.index("{"):])["metrics"]
+    assert metrics["accuracy"]["value"] == 1.0 and metrics["latency_ms"]["batch"] == 4

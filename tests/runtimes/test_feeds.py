@@ -176,3 +176,13 @@ def test_qlinear_model_scales_are_read_from_the_ops_that_use_them() -> None:
     real = ((data.astype(np.float64) - 10) * 0.02) @ (np.arange(12).reshape(4, 3) * 0.01)
     expected = (np.clip(np.rint(real / 0.25) + 3, 0, 255) - 3) * 0.25
     np.testing.assert_allclose(y, expected, atol=1e-6)
+
+
+def test_vela_error_is_shown_whole_without_a_traceback() -> None:
+    from runtimes.vela import compile_for_npu
+
+    with pytest.raises(EngineError) as info:
+        compile_for_npu(b"\x00" * 64, "ethos-u55-128")
+    first, *rest = str(info.value).splitlines()
+    assert first.startswith("Vela could not compile the model: ") and rest
+    assert "Traceback" not in str(info.value) and 'File "' not in str(info.value)

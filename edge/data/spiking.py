@@ -64,6 +64,8 @@ def load_spike_dataset(spec: str, meta: Meta) -> Dataset:
 
 def _dense_or_spikes(dataset: Dataset, meta: Meta, shape: tuple[int, ...]) -> Dataset:
     if dataset.x.ndim == 2 + len(shape) and dataset.x.shape[2:] == shape:
+        if dataset.x.dtype.kind in "biu":  # spike counts are exact numbers, not quantized codes: float is lossless
+            return Dataset(dataset.name, dataset.x.astype(np.float32), dataset.y, dataset.groups)
         return dataset
     encoding = meta.task.get("encoding")
     if encoding and dataset.x.ndim == 3:

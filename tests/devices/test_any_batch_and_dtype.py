@@ -155,3 +155,14 @@ def test_cli_evaluates_a_fixed_batch_4_onnx_model_on_ten_trials(tmp_path) -> Non
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output[result.output.index("{"):])["metrics"]
     assert metrics["accuracy"]["value"] == 1.0 and metrics["latency_ms"]["batch"] == 4
+
+
+def test_spike_counts_stored_as_integers_reach_a_float_spiking_model_as_floats() -> None:
+    """Spike counts are exact numbers, not quantized codes, so the spiking loader may make them float."""
+    from edge.artifact import Meta
+    from edge.data.registry import Dataset
+    from edge.data.spiking import _dense_or_spikes
+
+    counts = np.random.default_rng(0).integers(0, 2, size=(2, 5, 3)).astype(np.uint8)
+    loaded = _dense_or_spikes(Dataset("spikes", counts, np.zeros(2, np.int64), np.array([])), Meta(), (3,))
+    assert loaded.x.dtype == np.float32 and np.array_equal(loaded.x, counts)

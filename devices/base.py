@@ -64,7 +64,10 @@ class TargetSpec:
 
 
 class Target(Protocol):
-    """A place a model runs. Every method takes and returns float32 arrays in the model's own layout."""
+    """A place a model runs. Methods take trials in the model's own layout and in the data's own dtype (converted to
+    the model input's dtype and quantization as :mod:`edge.feeds` says: int8 data for an int8 input as is, float data
+    quantized once, mismatches refused), any number of them whatever batch the model fixes; outputs are float32
+    (integer outputs dequantized). ``info()["io"]`` says in words what was done to inputs and outputs."""
 
     #: model formats the target runs, in order of preference: "onnx", "tflite"
     formats: tuple[str, ...]
@@ -76,7 +79,7 @@ class Target(Protocol):
         ...
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The model's first output for every trial of ``batch`` (dequantized to float32)."""
+        """The model's first output for every trial of ``batch`` (any count; dequantized to float32)."""
         ...
 
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:

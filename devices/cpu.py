@@ -95,7 +95,8 @@ class CpuTarget:
         self._deployed()
         if isinstance(self._model, TfliteModel):
             return self._session.run({"x": batch})[0]
-        return self._session.run({self._session.inputs[0].name: batch.astype(np.float32, copy=False)})[0]
+        name = next(iter(self._session.input_formats))  # the graph's first data input
+        return self._session.run({name: batch})[0]
 
     def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by name for named feeds (stateful models: spiking step graphs)."""
@@ -104,7 +105,7 @@ class CpuTarget:
 
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
         """Seconds per inference of one trial at batch 1, after warm-up runs."""
-        batch = trial[None].astype(np.float32)
+        batch = np.asarray(trial)[None]  # in its own dtype: int8 data stay int8
         return time_calls(lambda: self.run(batch), runs, warmup)
 
     def memory(self, trial: np.ndarray) -> dict[str, Any]:
@@ -120,7 +121,7 @@ class CpuTarget:
         model = self._deployed()
         context = multiprocessing.get_context("spawn")
         with context.Pool(1) as pool:
-            return pool.apply(_measure_peak_memory, (model.to_bytes(), trial[None].astype(np.float32)))
+            return pool.apply(_measure_peak_memory, (model.to_bytes(), np.asarray(trial)[None]))
 
     def info(self) -> dict[str, Any]:
         """What this target is."""
@@ -138,6 +139,7 @@ class CpuTarget:
             "processor": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "threads": self.threads,
+            "io": list(getattr(self._session, "notes", {}).values()),
         }
 
     def fault_targets(self, fault: FaultModel) -> FaultTargets:
@@ -182,8 +184,9 @@ def _measure_peak_memory(model_bytes: bytes, batch: np.ndarray) -> int:
     before = _resident_bytes("VmRSS")
     _reset_peak()
     session = open_session(artifact, "onnxruntime", threads=1)
+    name = next(iter(session.input_formats))
     for _ in range(3):
-        session.run({session.inputs[0].name: batch})
+        session.run({name: batch})
     return max(_resident_bytes("VmHWM") - before, 0)
 
 

@@ -31,6 +31,17 @@ import onnx
 from devices.base import TargetSpec, time_calls
 from edge.artifact import Artifact
 from edge.errors import DataError, TargetError
+from edge.feeds import (
+    TensorFormat,
+    dequantize,
+    engine_message,
+    input_note,
+    onnx_formats,
+    output_note,
+    padded,
+    run_batched,
+    to_input,
+)
 from edge.faults.engine import corrupted_model
 from edge.faults.models import FaultMap, FaultModel, FaultTargets
 
@@ -77,6 +88,8 @@ class GpuTarget:
         self._pristine: Any = None
         self._session: Any = None
         self._cache: tempfile.TemporaryDirectory[str] | None = None
+        self._formats: tuple[list[TensorFormat], list[TensorFormat]] = ([], [])
+        self.notes: dict[str, str] = {}
 
     @classmethod
     def check(cls) -> str | None:
@@ -117,15 +130,40 @@ class GpuTarget:
         self._pristine = self._session = self._create(artifact.model, engine_cache=True)
         self.load_s = time.perf_counter() - start
         self.artifact = artifact
+        self._formats = onnx_formats(artifact.model)
         self.timings = {}
         return {"provider": self._session.get_providers()[0], "device_id": self.device_id, "load_s": self.load_s,
                 "model_bytes": artifact.model.ByteSize()}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The model's first output for ``batch`` (a plain ``session.run``: copies in and out included)."""
+        """The model's first output for ``batch`` (a plain ``session.run``: copies in and out included).
+
+        The input is converted as :mod:`edge.feeds` says (dtype and quantization read from the graph), a fixed batch
+        runs in chunks of its size, and an integer output with a scale comes back dequantized.
+        """
         session = self._live()
-        feeds = {session.get_inputs()[0].name: _as_input(batch, session)}
-        return np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+        fmt = self._input_format()
+        x = to_input(batch, fmt)
+        self.notes = {fmt.name: input_note(np.asarray(batch).dtype, fmt)}
+        (y,) = run_batched(lambda feeds: [self._run_once(session, feeds)], {fmt.name: x}, fmt.batch)
+        out = self._formats[1][0] if self._formats[1] else None
+        if out is not None:
+            self.notes[out.name] = output_note(out)
+            y = dequantize(y, out)
+        return np.asarray(y, dtype=np.float32)
+
+    def _run_once(self, session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        try:
+            return session.run(None, feeds)[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            given = ", ".join(f"'{name}' {x.dtype.name} {tuple(x.shape)}" for name, x in feeds.items())
+            raise TargetError(engine_message(f"onnxruntime could not run the model on GPU {self.device_id} on "
+                                             f"{given}", exc)) from None
+
+    def _input_format(self) -> TensorFormat:
+        if not self._formats[0]:
+            raise TargetError("the deployed model has no data input.")
+        return self._formats[0][0]
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Every output, in graph order, for named feeds (multi-input models such as decoders with a KV cache)."""
@@ -146,8 +184,9 @@ class GpuTarget:
         import onnxruntime as ort
 
         session = self._live()
-        name = session.get_inputs()[0].name
-        x = _as_input(trial[None], session)
+        fmt = self._input_format()
+        name = fmt.name
+        x = padded(to_input(np.asarray(trial)[None], fmt), fmt.batch or 1)
         outputs = session.run(None, {name: x})  # the shapes and types to allocate on the device
         binding = session.io_binding()
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, self.device_type, self.device_id))
@@ -193,6 +232,7 @@ class GpuTarget:
             "fp16": self.fp16,
             "load_s": self.load_s,
             "latency_source": self.latency_source,
+            "io": list(self.notes.values()),
         }
         for kind, times in self.timings.items():
             info[f"latency_{kind}_p50_s"] = float(np.median(times))
@@ -252,9 +292,8 @@ class GpuTarget:
         try:
             session = ort.InferenceSession(data.SerializeToString(), options, providers=self._providers(engine_cache))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TargetError(f"onnxruntime could not create a {self.provider} session on GPU {self.device_id}: "
-                              f"{first}") from None
+            raise TargetError(engine_message(f"onnxruntime could not create a {self.provider} session on GPU "
+                                             f"{self.device_id}", exc)) from None
         wanted, used = PROVIDERS[self.provider], session.get_providers()[0]
         if used != wanted:
             raise TargetError(f"onnxruntime fell back to {used} instead of {wanted} (are the CUDA 12 / cuDNN 9"
@@ -270,12 +309,6 @@ class GpuTarget:
         if self.artifact is None or self._session is None:
             raise TargetError("nothing deployed; call deploy(artifact) first.")
         return self.artifact
-
-
-def _as_input(batch: np.ndarray, session: Any) -> np.ndarray:
-    """``batch`` in the dtype of the session's first input (float16 models take float16)."""
-    dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
-    return np.ascontiguousarray(batch, dtype=dtype)
 
 
 def _nvidia_smi(*arguments: str) -> list[str] | None:

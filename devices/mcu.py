@@ -105,7 +105,7 @@ class McuTarget:
         return self._session.run_named(feeds)
 
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
-        batch = trial[None].astype(np.float32)
+        batch = np.asarray(trial)[None]  # in its own dtype: int8 data stay int8
         return time_calls(lambda: self.run(batch), runs, warmup)
 
     def memory(self, trial: np.ndarray) -> dict[str, Any]:
@@ -124,7 +124,8 @@ class McuTarget:
         from importlib.metadata import version
 
         return {"target": "mcu:tflm", "engine": f"tflite-micro {version('tflite-micro')}",
-                "kernels": "TFLite Micro reference kernels (x86 host build)"}
+                "kernels": "TFLite Micro reference kernels (x86 host build)",
+                "io": list(self._session.notes.values()) if self._session is not None else []}
 
     def fault_targets(self, fault: FaultModel) -> FaultTargets:
         return tflite_fault_targets(self._deployed(), fault)

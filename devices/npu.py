@@ -99,8 +99,8 @@ class NpuTarget:
                 "compile_s": seconds, **self.vela}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """TFLite Micro's first output for ``batch`` on the uncompiled int8 file (float data quantized on the way in)."""
-        return self._live().run({"x": np.asarray(batch, dtype=np.float32)})[0].astype(np.float32, copy=False)
+        """TFLite Micro's first output for ``batch`` on the uncompiled int8 file (inputs as edge.feeds says)."""
+        return self._live().run({"x": np.asarray(batch)})[0].astype(np.float32, copy=False)
 
     def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by name for named batch-1 feeds, from TFLite Micro on the uncompiled file."""
@@ -131,6 +131,7 @@ class NpuTarget:
             "memory_mode": self.memory_mode,
             "latency_source": self.latency_source,
             "functional_engine": "TFLite Micro reference kernels on the uncompiled file",
+            "io": list(self._session.notes.values()) if self._session is not None else [],
         }
         keys = ("vela_version", "clock_hz", "npu_operators", "cpu_operators", "all_on_npu", "cpu_operations",
                 "cycles_npu", "cycles_total", "macs", "latency_s", "sram_kib", "flash_kib", "dram_kib", "weights_area")

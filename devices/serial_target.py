@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import zlib
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
@@ -38,6 +39,7 @@ from edge.errors import TargetError
 
 if TYPE_CHECKING:
     from devices.virtual import VirtualDevice
+    from edge.feeds import TensorFormat
     from edge.faults import FaultMap, FaultModel, FaultTargets
     from edge.tflite_model import TfliteModel
 
@@ -72,6 +74,7 @@ class SerialTarget:
         self._info: dict[str, str] | None = None
         self._model: TfliteModel | None = None
         self._injected = False
+        self.notes: dict[str, str] = {}
 
     @classmethod
     def check(cls) -> str | None:
@@ -146,18 +149,37 @@ class SerialTarget:
         return {**report, "flashed": True}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The first output for every trial: each is loaded with ``db`` and run with ``infer 1 0``."""
+        """The first output for every trial: each batch of the file's size is loaded (``db``) and run (``infer 1 0``).
+
+        Trials are converted once on the host as :mod:`edge.feeds` says (int8 data for an int8 input sent as is,
+        float data quantized with the input's scale and zero point); a file with a fixed batch of B gets B trials per
+        load, the last load padded.
+        """
+        from edge.feeds import input_note, run_batched, to_input
+
+        fmt = self._input_format()
+        x = to_input(batch, fmt)
+        self.notes = {fmt.name: input_note(np.asarray(batch).dtype, fmt),
+                      "output": "output as the board reports it (the virtual board dequantizes int8 outputs)"}
+        return run_batched(lambda feeds: [self._run_chunk(feeds[fmt.name])], {fmt.name: x}, fmt.batch or 1)[0]
+
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        """Outputs of one load of the board's input tensor (``x`` already in its type and batch)."""
         shape = tuple(int(d) for d in self._require_model().output_details["shape"][1:])
-        outputs = [self._infer(trial, 1, 0).results for trial in np.asarray(batch, dtype=np.float32)]
+        values = self._infer(x, 1, 0).results
         try:
-            return np.stack([o.reshape(shape) for o in outputs]).astype(np.float32)
+            return values.reshape(len(x), *shape).astype(np.float32)
         except ValueError:
-            raise TargetError(f"the board returned {outputs[0].size} values per trial; the deployed model has "
-                              f"{int(np.prod(shape))}. Does the board hold this model?") from None
+            raise TargetError(f"the board returned {values.size} values for {len(x)} trial(s); the deployed model has "
+                              f"{int(np.prod(shape))} per trial. Does the board hold this model?") from None
 
     def latency(self, trial: np.ndarray, runs: int = 200, warmup: int = 20) -> np.ndarray:
         """Seconds per inference, one value per ``infer N W`` window (see the module docstring for N)."""
-        pilot = self._infer(trial, 1, warmup).seconds_per_inference
+        from edge.feeds import padded, to_input
+
+        fmt = self._input_format()
+        pilot = self._infer(padded(to_input(np.asarray(trial)[None], fmt), fmt.batch or 1), 1, warmup) \
+            .seconds_per_inference
         per_window = max(1, min(runs // MIN_WINDOWS, math.ceil(MIN_WINDOW_US / 1e6 / max(pilot, 1e-6))))
         windows = max(min(MIN_WINDOWS, runs), math.ceil(runs / per_window))
         timeout = self.timeout + 4 * per_window * pilot
@@ -178,7 +200,7 @@ class SerialTarget:
         return {"target": self.spec.text, "port": self.link.url, "name": self.link.name(),
                 "profile": profile["profile"], "model": profile["model"],
                 "firmware": edge.get("fw", "plain MLPerf Tiny"), "engine": edge.get("engine", "unknown"),
-                "clock": clock or None}
+                "clock": clock or None, "io": list(self.notes.values())}
 
     def fault_targets(self, fault: FaultModel) -> FaultTargets:
         """The deployed file's weight buffers, as the board stores them."""
@@ -214,13 +236,16 @@ class SerialTarget:
             raise TargetError("nothing deployed; call deploy(model) first.")
         return self._model
 
-    def _infer(self, trial: np.ndarray, count: int, warmup: int) -> Inference:
-        """Load one trial as the input tensor's raw bytes and run ``infer count warmup``."""
-        from runtimes.litert_session import to_input_type
+    def _input_format(self) -> TensorFormat:
+        """Input tensor 0 of the deployed file: dtype, scale, zero point and batch (the board cannot resize)."""
+        from runtimes.litert_session import tflite_format
 
-        details = self._require_model().input_details
-        dtype = np.dtype(details["dtype"]).newbyteorder("<")
-        data = to_input_type(np.asarray(trial, np.float32)[None], details).astype(dtype).tobytes()
+        fmt = tflite_format(self._require_model().input_details)
+        return replace(fmt, batch=int(self._require_model().input_details["shape"][0]) or 1)
+
+    def _infer(self, x: np.ndarray, count: int, warmup: int) -> Inference:
+        """Load ``x`` (already in the input tensor's type and batch) as its raw bytes and run ``infer count warmup``."""
+        data = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<")).tobytes()
         self.link.load(data, DB_CHUNK if self._info is None else max(DB_CHUNK, (int(self._info["max-cmd"]) - 3) // 2))
         return self.link.infer(count, warmup)
 

@@ -15,8 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.artifact import Artifact
 from edge.errors import EdgeError, TargetError
+from edge.feeds import TensorFormat, dequantize, onnx_formats
 from edge.models import resolve_model
 from edge.tflite_model import TfliteModel, is_tflite, read_tflite
 
@@ -50,6 +53,42 @@ def for_target(model: Model, target: Any, spec: str) -> Model:
         raise TargetError(f"{spec} runs int8 TFLite files and this model cannot be exported to one ({exc}); "
                           "quantize it first: edge convert MODEL --quantize int8 --export tflite.") from None
     return TfliteModel.from_bytes(data, where=f"{getattr(model, 'where', None) or 'model'} (exported for {spec})")
+
+
+def input_format(model: Model) -> TensorFormat:
+    """The model's first data input as the engines read it: dtype, quantization, batch dimension."""
+    if isinstance(model, TfliteModel):
+        from runtimes.litert_session import tflite_format
+
+        return tflite_format(model.input_details)
+    inputs, _ = onnx_formats(model.model)
+    if not inputs:
+        raise TargetError("the model has no data input.")
+    return inputs[0]
+
+
+def timed_batch(model: Model) -> int:
+    """The batch one timed inference of a single trial runs at: the model's fixed batch, else 1."""
+    try:
+        return input_format(model).batch or 1
+    except EdgeError:  # no data input to read: the latency code path reports its own problem
+        return 1
+
+
+def reference_data(x: np.ndarray, model: Model, reference: Model) -> np.ndarray:
+    """``x``, stored for ``model``, as ``reference`` takes it: integer data quantized for ``model``'s input become
+    the float values they stand for when ``reference`` has a float input (the float ONNX file beside an
+    int8-input TFLite file); anything else is left for the engines' own checks."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.integer):
+        return x
+    try:
+        data, reference_input = input_format(model), input_format(reference)
+    except EdgeError:  # no single data input to read: the engines say what they make of the data
+        return x
+    if x.dtype == data.dtype and data.quantized and np.issubdtype(reference_input.dtype, np.floating):
+        return dequantize(x, data)
+    return x
 
 
 def deploy(model: str | Path | Model, device: str) -> tuple[Any, Model, dict[str, Any]]:

@@ -146,7 +146,7 @@ def evaluate(
     resilience curve on the device, from the same seeded fault maps any other target storing the same tensors
     gets. ``notes`` are sentences the caller adds to the results' ``notes`` (what was not measured and why).
     """
-    from edge.deploy import deploy
+    from edge.deploy import deploy, timed_batch
 
     if latency_runs < 1:
         raise DataError(f"latency_runs must be >= 1; got {latency_runs}.")
@@ -176,7 +176,7 @@ def evaluate(
             "mean": float(times_ms.mean()),
             "runs": len(times_ms),
             "warmup": warmup,
-            "batch": 1,
+            "batch": timed_batch(deployed),  # a model with a fixed batch B runs one trial padded to B
             "source": getattr(target, "latency_source", "host wall clock"),
         }
         metrics["model_size_bytes"] = len(deployed.to_bytes())
@@ -341,7 +341,7 @@ def run_evaluation(
     (results, run folder); the folder holds results.json (baselines under "baselines") and plots.
     """
     from edge.data.registry import load_dataset
-    from edge.deploy import load_model
+    from edge.deploy import load_model, reference_data
     from edge.report import new_run_folder, write_results
 
     path, loaded = load_model(model)
@@ -359,7 +359,7 @@ def run_evaluation(
         name, host_model = host
         unavailable = litert_unavailable(host_model) if host_model is loaded else None
         if unavailable is None:
-            reference_outputs = (name, predict(host_model, dataset.x, "cpu"))
+            reference_outputs = (name, predict(host_model, reference_data(dataset.x, loaded, host_model), "cpu"))
     folder = new_run_folder(out_dir, "eval")
     results = evaluate(loaded, dataset, device=device, latency_runs=runs, measure_memory=measure_memory,
                        path=str(path) if path else model, reference=reference_outputs, faults=faults,

@@ -13,15 +13,20 @@ import numpy as np
 
 from edge.artifact import Artifact, TensorSpec
 from edge.errors import EngineError
+from edge.feeds import TensorFormat
 
 ENGINES = ("onnxruntime",)
 
 
 class Session(Protocol):
-    """A loaded model ready to run numpy feeds."""
+    """A loaded model ready to run numpy feeds of any number of trials (see edge.feeds for the dtype rules)."""
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    #: each data input's dtype, quantization and batch dimension, read from the model
+    input_formats: dict[str, TensorFormat]
+    #: what was done to each input and output on the last run, in words
+    notes: dict[str, str]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run once and return the outputs in graph order."""

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from edge.errors import EngineError
-from runtimes.litert_session import check_feeds, from_output_type, to_input_type
+from edge.feeds import dequantize, engine_message, fixed_batch, input_note, output_note, run_batched, to_input
+from runtimes.litert_session import check_feeds, tflite_format
 
 
 def _runtime():
@@ -36,12 +37,13 @@ MIN_ARENA_BYTES = 1024
 
 
 class TFLMSession:
-    """One TFLite Micro interpreter; runs a batch one trial at a time (microcontroller models take batch 1).
+    """One TFLite Micro interpreter; runs any number of trials in chunks of the file's batch (1 for most files).
 
     Without ``arena_bytes`` the arena is an upper bound read from the file (every activation tensor
     held at once, plus bookkeeping), as a host check needs no tight arena; :func:`minimum_arena_bytes`
-    finds the smallest. Float inputs given to an int8-input model are quantized with the input's scale
-    and zero point, and int8 outputs are returned dequantized, so float data works on either file.
+    finds the smallest. Inputs are converted as :mod:`edge.feeds` says (int8 data for an int8 input fed as is,
+    float data quantized once with the input's scale and zero point) and int8 outputs are returned dequantized;
+    :attr:`notes` says what was done.
     """
 
     def __init__(self, data: bytes, *, arena_bytes: int | None = None) -> None:
@@ -53,45 +55,47 @@ class TFLMSession:
         try:
             self._interpreter = runtime.Interpreter.from_bytes(bytes(data), arena_size=self.arena_bytes)
         except (RuntimeError, ValueError) as exc:
-            raise EngineError(f"TFLite Micro refused the model: {str(exc).splitlines()[0]}") from None
-        self._input = self._interpreter.get_input_details(0)
-        self._output = self._interpreter.get_output_details(0)
-        self._names = _io_names(data)
+            raise EngineError(engine_message("TFLite Micro refused the model", exc)) from None
+        input_names, output_names = _io_names(data)
+        self.input_formats = {name: tflite_format(self._interpreter.get_input_details(i), name)
+                              for i, name in enumerate(input_names)}
+        self.output_formats = [tflite_format(self._interpreter.get_output_details(i), name)
+                               for i, name in enumerate(output_names)]
+        self.notes: dict[str, str] = {}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run every trial of the single input in ``feeds`` and stack the first output."""
+        """Run every trial of the single input in ``feeds`` (any name) and return the first output."""
         (x,) = feeds.values()
-        outputs = []
-        for trial in np.asarray(x):
-            try:
-                self._interpreter.set_input(to_input_type(trial[None], self._input), 0)
-                self._interpreter.invoke()
-            except (RuntimeError, ValueError) as exc:
-                raise EngineError(f"TFLite Micro could not run the model: {str(exc).splitlines()[0]}") from None
-            outputs.append(from_output_type(np.array(self._interpreter.get_output(0)), self._output))
-        return [np.concatenate(outputs)]
+        name = next(iter(self.input_formats))
+        return [self.run_named({name: x})[self.output_formats[0].name]]
 
     def run_named(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Set every input by name, run, and return every output by name (int8 dequantized), one trial at a time."""
-        input_names, output_names = self._names
-        inputs = {name: self._interpreter.get_input_details(i) for i, name in enumerate(input_names)}
-        check_feeds(feeds, inputs)
-        batch = {len(np.asarray(x)) for x in feeds.values()}
-        if len(batch) != 1:
-            raise EngineError(f"every feed needs the same batch size; got {sorted(batch)}.")
-        outputs = [self._interpreter.get_output_details(i) for i in range(len(output_names))]
-        results: dict[str, list[np.ndarray]] = {name: [] for name in output_names}
-        for trial in range(batch.pop()):
-            try:
-                for index, (name, details) in enumerate(inputs.items()):
-                    x = np.asarray(feeds[name])[trial : trial + 1]
-                    self._interpreter.set_input(to_input_type(x, details), index)
-                self._interpreter.invoke()
-            except (RuntimeError, ValueError) as exc:
-                raise EngineError(f"TFLite Micro could not run the model: {str(exc).splitlines()[0]}") from None
-            for index, (name, details) in enumerate(zip(output_names, outputs, strict=True)):
-                results[name].append(from_output_type(np.array(self._interpreter.get_output(index)), details))
-        return {name: np.concatenate(values) for name, values in results.items()}
+        """Set every input by name, run, and return every output by name (int8 dequantized), a batch at a time."""
+        check_feeds(feeds, self.input_formats)
+        arrays = {}
+        for name, fmt in self.input_formats.items():
+            arrays[name] = to_input(feeds[name], fmt)
+            self.notes[name] = input_note(np.asarray(feeds[name]).dtype, fmt)
+        counts = {len(x) for x in arrays.values()}
+        if len(counts) != 1:
+            raise EngineError(f"every feed needs the same number of trials; got {sorted(counts)}.")
+        outputs = run_batched(self._invoke, arrays, fixed_batch(self.input_formats.values()))
+        results = {}
+        for fmt, y in zip(self.output_formats, outputs, strict=True):
+            self.notes[fmt.name] = output_note(fmt)
+            results[fmt.name] = dequantize(y, fmt)
+        return results
+
+    def _invoke(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One invoke on arrays already in the inputs' types and of the file's batch."""
+        try:
+            for index, x in enumerate(arrays.values()):
+                self._interpreter.set_input(x, index)
+            self._interpreter.invoke()
+        except (RuntimeError, ValueError) as exc:
+            given = ", ".join(f"'{name}' {x.dtype.name} {tuple(x.shape)}" for name, x in arrays.items())
+            raise EngineError(engine_message(f"TFLite Micro could not run the model on {given}", exc)) from None
+        return [np.array(self._interpreter.get_output(i)) for i in range(len(self.output_formats))]
 
 
 def _io_names(data: bytes) -> tuple[list[str], list[str]]:

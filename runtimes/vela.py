@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EngineError
+from edge.feeds import engine_message
 
 ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
                 "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048")
@@ -137,10 +138,25 @@ def _run_vela(arguments: list[str]) -> str:
     except subprocess.TimeoutExpired:
         raise EngineError("Vela did not finish within 10 minutes.") from None
     if result.returncode != 0:
-        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        message = re.sub(r"^([\w.]+Error: )?['\"]?(Error: )?", "", last[0]).strip("'\"")
-        raise EngineError(f"Vela could not compile the model: {message}")
+        output = without_traceback((result.stderr or result.stdout).strip()) or "no output"
+        last = output.splitlines()[-1]
+        message = re.sub(r"^([\w.]+Error: )?['\"]?(Error: )?", "", last).strip("'\"")
+        raise EngineError(engine_message(f"Vela could not compile the model: {message}", RuntimeError(output)))
     return result.stdout
+
+
+def without_traceback(text: str) -> str:
+    """Vela's console output without Python traceback frames (the exception line after them stays)."""
+    kept, in_traceback = [], False
+    for line in text.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif in_traceback and (line.startswith((" ", "\t")) or not line.strip()):
+            continue
+        else:
+            in_traceback = False
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:

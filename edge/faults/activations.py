@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, version_converter
 
 from edge.artifact import Artifact
 from edge.errors import DataError, PassError
-from edge.faults.engine import create_session, data_input
+from edge.faults.engine import create_session, data_format, data_input
 from edge.faults.models import WEIGHT_OPS, FaultModel, bit_starts
 from edge.faults.statistics import clopper_pearson_interval, wilson_interval
 
@@ -90,6 +90,10 @@ def instrument_activations(model: onnx.ModelProto, x_probe: np.ndarray, *,
     ``x_probe`` (a few inputs) is run once to learn each activation's per-input shape and type.
     """
     pairs, quantized = _candidates(model, layers)
+    fixed = data_format(model, data_input(model)).batch
+    if fixed is not None:  # one fault per batch element needs batches of any size
+        raise PassError(f"activation faults need a model whose batch dimension is free; this one fixes it at {fixed} "
+                        "(re-export it with a dynamic batch axis, or use weight faults).")
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.metadata_props[:]

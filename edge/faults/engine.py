@@ -25,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edge.errors import DataError, EngineError
+from edge.feeds import TensorFormat, engine_message, onnx_formats, run_batched, to_input
 from edge.faults.models import (
     FaultMap,
     FaultModel,
@@ -71,7 +72,7 @@ def create_session(model: onnx.ModelProto, threads: int | None = None, optimizat
     if optimization not in levels:
         raise EngineError(f"optimization must be one of {', '.join(levels)}; got {optimization!r}.")
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user whole in the EngineError, not also on stderr
     options.graph_optimization_level = levels[optimization]
     # Prepacking reorders constant weights for faster kernels; fed weights cannot be prepacked, so engines and the
     # reference both skip it and run the same kernels.
@@ -85,7 +86,7 @@ def create_session(model: onnx.ModelProto, threads: int | None = None, optimizat
     try:
         return ort.InferenceSession(plain.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise EngineError(f"onnxruntime refused the model: {str(exc).strip().splitlines()[0]}") from None
+        raise EngineError(engine_message("onnxruntime refused the model", exc)) from None
 
 
 def data_input(model: onnx.ModelProto) -> str:
@@ -108,6 +109,7 @@ class WeightFaultEngine:
         self.batch_size = batch_size
         self.session = create_session(weights_as_inputs(model, self.targets.names), threads)
         self._output = self.session.get_outputs()[0].name
+        self._format = data_format(model, self.input_name)
 
     def sample(self, ber: float, seed: int | list[int]) -> FaultMap:
         """A fault map over this engine's targets (see :func:`edge.faults.models.sample_fault_map`)."""
@@ -115,15 +117,7 @@ class WeightFaultEngine:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The first output for every row of ``x`` with the weights as they are now."""
-        feeds = dict(self.targets.arrays)
-        outputs = []
-        for start in range(0, len(x), self.batch_size):
-            feeds[self.input_name] = x[start : start + self.batch_size]
-            try:
-                outputs.append(self.session.run([self._output], feeds)[0])
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-                raise EngineError(f"onnxruntime could not run the model: {str(exc).strip().splitlines()[0]}") from None
-        return np.concatenate(outputs)
+        return run_data(self.session, self._output, dict(self.targets.arrays), self._format, x, self.batch_size)
 
     def run_map(self, fault_map: FaultMap, x: np.ndarray) -> np.ndarray:
         """Outputs with ``fault_map`` applied; the weights are restored bit-exactly afterwards."""
@@ -158,6 +152,30 @@ def rebuild_and_run(model: onnx.ModelProto, fault_map: FaultMap, x: np.ndarray, 
     faulty = corrupted_model(model, fault_map)
     del faulty.metadata_props[:]
     session = create_session(faulty, threads, optimization)
-    name, output = data_input(model), session.get_outputs()[0].name
-    return np.concatenate([session.run([output], {name: x[i : i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    fmt = data_format(model, data_input(model))
+    return run_data(session, session.get_outputs()[0].name, {}, fmt, x, batch_size)
+
+
+def data_format(model: onnx.ModelProto, name: str) -> TensorFormat:
+    """The data input's dtype, quantization and batch dimension, read from the graph."""
+    return next(f for f in onnx_formats(model)[0] if f.name == name)
+
+
+def run_data(session: Any, output: str, weights: dict[str, np.ndarray], fmt: TensorFormat, x: np.ndarray,
+             batch_size: int) -> np.ndarray:
+    """The first output for every trial of ``x`` (converted as edge.feeds says) with ``weights`` fed alongside.
+
+    A fixed batch dimension runs in chunks of its size (last one padded), a symbolic one in chunks of ``batch_size``.
+    """
+    data = to_input(x, fmt)
+
+    def once(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return session.run([output], {**weights, **feeds})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            given = ", ".join(f"'{name}' {v.dtype.name} {tuple(v.shape)}" for name, v in feeds.items())
+            raise EngineError(engine_message(f"onnxruntime could not run the model on {given}", exc)) from None
+
+    step = fmt.batch or batch_size
+    return np.concatenate([run_batched(once, {fmt.name: data[i : i + step]}, fmt.batch)[0]
+                           for i in range(0, len(data), step)])

@@ -19,6 +19,7 @@ import onnx
 
 from edge.artifact import Artifact
 from edge.errors import DataError, EngineError
+from edge.feeds import engine_message
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.key$")
 
@@ -41,7 +42,7 @@ def create_session(model: onnx.ModelProto, threads: int | None = None) -> Any:
     try:
         return ort.InferenceSession(plain.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise EngineError(f"onnxruntime refused the model: {str(exc).strip().splitlines()[0]}") from None
+        raise EngineError(engine_message("onnxruntime refused the model", exc)) from None
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _run(session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     except EngineError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise EngineError(f"the runtime could not run the model: {str(exc).strip().splitlines()[0]}") from None
+        raise EngineError(engine_message("the runtime could not run the model", exc)) from None
 
 
 def gather_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ import onnx
 from onnx import numpy_helper
 
 from converters.integer_scales import exact_requantization, tie_free_average_pools
+from converters.normalize import normalize_graph
 from edge.artifact import Artifact
 from edge.errors import PassError
 
@@ -48,6 +49,8 @@ EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAver
 #: instead would give a file LiteRT refuses.
 FIXED_OUTPUT_QUANTIZATION = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128), "Tanh": (1 / 128, 0)}
 ACTIVATION_TYPES = ("int8", "int16")
+#: Recurrent cells: quantize-int8 leaves them in float (evaluated in onnxruntime, not exported to TFLite).
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 
 
 def check_calibrate_method(owner: str, calibrate: str) -> None:
@@ -70,6 +73,18 @@ def _plain_model(artifact: Artifact) -> onnx.ModelProto:
     model.CopyFrom(artifact.model)
     del model.metadata_props[:]
     model.ir_version = min(model.ir_version, 10)
+    return model
+
+
+def _normalized_model(artifact: Artifact, owner: str) -> onnx.ModelProto:
+    """``_plain_model`` normalised for the quantizer (``converters.normalize``), with what changed logged."""
+    model, notes = normalize_graph(_plain_model(artifact))
+    for note in notes:
+        log.info("%s: %s", owner, note)
+    recurrent = [f"{n.op_type} '{n.name}'" for n in model.graph.node if n.op_type in RECURRENT_OPS]
+    if recurrent:
+        log.warning("%s: %s stay in float (onnxruntime's static quantizer has no int8 recurrent cells); the TFLite "
+                    "exporter does not lower them", owner, ", ".join(recurrent))
     return model
 
 
@@ -137,7 +152,7 @@ def quantize_static_model(
         extra["TensorQuantOverrides"] = overrides
     with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
         source, prepared, output = (Path(tmp) / n for n in ("in.onnx", "prep.onnx", "out.onnx"))
-        onnx.save(_plain_model(artifact), source)
+        onnx.save(_normalized_model(artifact, owner), source)
         chatter = io.StringIO()  # onnxruntime's calibrators print progress to stdout
         try:
             with contextlib.redirect_stdout(chatter):
@@ -249,7 +264,7 @@ class QuantizeDynamicInt8:
         _check_node_names(self.name, artifact, self.exclude, "exclude")
         with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
             source, output = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-            onnx.save(_plain_model(artifact), source)
+            onnx.save(_normalized_model(artifact, self.name), source)
             try:
                 quantize_dynamic(str(source), str(output), op_types_to_quantize=list(self.op_types),
                                  per_channel=self.per_channel, weight_type=QuantType.QInt8,

@@ -69,8 +69,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from converters.normalize import normalize_graph
 from edge.artifact import METADATA_KEY, Artifact, Meta
-from edge.errors import MetadataError, PassError
+from edge.errors import EdgeError, MetadataError, PassError
 
 log = logging.getLogger("edge")
 
@@ -82,7 +83,8 @@ SUPPORTED_OPS = {
     "QuantizeLinear": "QUANTIZE (model input) or the quantization of an int8 tensor",
     "DequantizeLinear": "DEQUANTIZE (model output), int8 weights / int32 biases, or nothing",
     "Conv": "CONV_2D (group 1) or DEPTHWISE_CONV_2D (group == input channels), + PAD for asymmetric pads",
-    "Gemm": "FULLY_CONNECTED (alpha = beta = 1, transA = 0)",
+    "Gemm": "FULLY_CONNECTED (transA, alpha and beta folded by converters.normalize when B and C are constants)",
+    "MatMul": "FULLY_CONNECTED (B a constant 2-D matrix; inputs of rank > 2 keep their leading axes)",
     "Relu": "fused RELU activation, or RELU",
     "Flatten": "RESHAPE (fully connected weights permuted to NHWC order), + TRANSPOSE if not feeding Gemm",
     "Reshape": "RESHAPE (constant shape)",
@@ -108,6 +110,13 @@ SUPPORTED_OPS = {
     "ReduceMean": "MEAN (constant axes, not the batch axis)",
     "Transpose": "TRANSPOSE (not moving the batch axis)",
     "Pad": "PAD (constant mode with value 0, constant non-negative pads, not on the batch axis)",
+}
+
+#: Why an op has no lowering, where the reason is not simply "not written yet".
+UNSUPPORTED_REASONS = {
+    "LSTM": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
+    "GRU": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
+    "RNN": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
 }
 
 _NHWC = (0, 2, 3, 1)
@@ -146,7 +155,10 @@ class _Exporter:
         self.artifact = artifact
         self.io = io
         self.meta = copy.deepcopy(artifact.meta)
-        self.model = _with_batch_one(artifact.model)
+        # batch 1 first: the normalisation then folds the Shape -> Reshape chains of legacy exporters
+        self.model, notes = normalize_graph(_with_batch_one(artifact.model))
+        for note in notes:
+            log.info("tflite export: %s", note)
         graph = self.model.graph
         self.init = {t.name: t for t in graph.initializer}
         self.producer = {o: n for n in graph.node for o in n.output}
@@ -371,15 +383,29 @@ class _Exporter:
         for node in graph.node:
             if any(o in self.done for o in node.output):
                 continue
-            handler = getattr(self, f"_lower_{node.op_type}", None)
+            handler = getattr(self, f"_lower_{node.op_type}", None) if not node.domain else None
             if handler is None:
                 raise PassError(f"{node.op_type} node '{node.name}' cannot be lowered to TFLite yet; "
-                                f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}.")
-            handler(node)
+                                f"{UNSUPPORTED_REASONS.get(node.op_type, 'the exporter supports ' + ', '.join(sorted(SUPPORTED_OPS)))}.")
+            self._lower(handler, node)
         outputs: list[int] = []
         for spec in graph.output:
             outputs.append(self._graph_output(spec, taken=set(inputs) | set(outputs)))
         return self._serialise(inputs, outputs)
+
+    def _lower(self, handler: Any, node: onnx.NodeProto) -> None:
+        """Run one lowering; a pattern it did not foresee becomes a PassError naming the node, not a traceback."""
+        try:
+            handler(node)
+        except EdgeError:
+            raise
+        except _MissingShape as exc:
+            raise self._fail(node, f"the shape of '{exc.args[0]}' is not static (ONNX shape inference could not "
+                                   f"infer it); export needs static shapes apart from the batch.") from None
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError, AssertionError) as exc:
+            log.debug("lowering %s '%s' failed", node.op_type, node.name, exc_info=True)
+            raise self._fail(node, f"the exporter does not handle this form of {node.op_type} "
+                                   f"({type(exc).__name__}: {str(exc)[:120]}).") from None
 
     def _graph_output(self, spec: onnx.ValueInfoProto, taken: set[int]) -> int:
         if spec.name not in self.values:
@@ -542,12 +568,30 @@ class _Exporter:
 
     def _lower_Gemm(self, node: onnx.NodeProto) -> None:
         if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
-            raise self._fail(node, "only transA=0, alpha=1 and beta=1 map to FULLY_CONNECTED.")
+            raise self._fail(node, "only transA=0, alpha=1 and beta=1 map to FULLY_CONNECTED (the normalisation "
+                                   "folds them when B and C are constants).")
+        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if bias_name and not self._is_constant(bias_name):
+            raise self._fail(node, "the bias C is not a constant.")
+        if bias_name:
+            out_features = self._constant(node.input[1])[0].shape[0 if _attr(node, "transB", 0) else 1]
+            if self._float_constant(bias_name).size not in (1, out_features):
+                raise self._fail(node, "the bias C does not broadcast along the output features only.")
+        self._fully_connected(node, bool(_attr(node, "transB", 0)), bias_name)
+
+    def _lower_MatMul(self, node: onnx.NodeProto) -> None:
+        if not self._is_constant(node.input[1]) or self._constant(node.input[1])[0].ndim != 2:
+            raise self._fail(node, "only a MatMul by a constant 2-D matrix maps to FULLY_CONNECTED.")
+        self._fully_connected(node, False, None)
+
+    def _fully_connected(self, node: onnx.NodeProto, trans_b: bool, bias_name: str | None) -> None:
+        """FULLY_CONNECTED for x @ op(B) + C (Gemm, or MatMul without bias), int8 or float."""
         x = self._input(node, 0)
+        if self._is_constant(node.input[0]):
+            raise self._fail(node, "its input A is a constant (fold it before export).")
         if not self._is_constant(node.input[1]):
             raise self._fail(node, "the weights are not a constant.")
         weights, w_scale, w_zp, _ = self._constant(node.input[1])
-        trans_b = _attr(node, "transB", 0)
         quantized = self._int8_inputs(node, [0]) and w_scale is not None and weights.dtype == np.int8
         if not quantized:
             weights = self._float_constant(node.input[1])
@@ -559,9 +603,9 @@ class _Exporter:
             weights = weights.reshape(out_features, c, h, w).transpose(0, 2, 3, 1).reshape(out_features, in_features)
         elif len(x.shape) != 2:
             x = self._as(x, "nchw")
-        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
         out_shape = self.shapes[node.output[0]]
         options = self.s.FullyConnectedOptionsT()
+        options.keepNumDims = len(out_shape) > 2  # MatMul over (N, ..., K): FULLY_CONNECTED keeps the leading axes
         out_q = self._output_quantization(node.output[0]) if quantized else None
         if quantized:
             if np.any(w_zp != 0):
@@ -580,7 +624,8 @@ class _Exporter:
         else:
             x = self._float(x)
             w_index = self._tensor(node.input[1], weights.shape, "float32", data=weights)
-            bias = self._float_constant(bias_name) if bias_name else np.zeros(out_features, np.float32)
+            bias = np.broadcast_to(self._float_constant(bias_name).reshape(-1), (out_features,)) if bias_name \
+                else np.zeros(out_features, np.float32)
             b_index = self._tensor(f"{node.name}_bias", bias.shape, "float32", data=bias)
             out = self._like(x, node.output[0], out_shape, "plain", dtype="float32")
         out.producer = self._op("FULLY_CONNECTED", [x.tensor, w_index, b_index], [out.tensor], options)
@@ -1171,13 +1216,24 @@ def _with_batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+class _MissingShape(KeyError):
+    """A tensor whose static shape shape inference did not find."""
+
+
+class _Shapes(dict):
+    """Static shapes by tensor name; a missing one raises ``_MissingShape`` (turned into a sentence)."""
+
+    def __missing__(self, name: str) -> tuple[int, ...]:
+        raise _MissingShape(name)
+
+
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         raise PassError(f"TFLite export needs static shapes; ONNX shape inference failed: {str(exc).splitlines()[0]}") \
             from None
-    shapes = {}
+    shapes = _Shapes()
     for spec in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         dims = spec.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):

@@ -1,0 +1,236 @@
+"""Foreign ONNX graphs (old opsets, other exporters' patterns) quantize to int8 and export to TFLite.
+
+Each test builds a tiny model inline in the form another exporter writes, quantizes it with ``QuantizeInt8``,
+exports it and runs it in LiteRT's reference kernels and in TFLite Micro against onnxruntime on the QDQ model:
+at most one output step apart, the same top-1 class, TFLite Micro bit-exact with LiteRT, onnx.checker clean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from converters.normalize import normalize_graph
+from converters.quantize import QuantizeInt8
+from converters.tflite import export_tflite
+from edge.artifact import Artifact
+from edge.errors import PassError
+from runtimes.litert_session import LiteRTSession
+from runtimes.tflm_session import TFLMSession
+
+schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+RNG = np.random.default_rng(0)
+
+
+def tflite_ops(data: bytes) -> list[str]:
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [names[c.builtinCode] for c in model.operatorCodes]
+    return [codes[op.opcodeIndex] for op in model.subgraphs[0].operators]
+
+
+def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """onnxruntime, one trial at a time (foreign models often fix the batch at 1)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.ir_version = min(copy.ir_version, 10)
+    session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: t[None]})[0] for t in x])
+
+
+def output_step(model: onnx.ModelProto) -> float:
+    graph = model.graph
+    last = next(n for n in graph.node if n.output[0] == graph.output[0].name)
+    assert last.op_type == "DequantizeLinear"
+    return float(numpy_helper.to_array(next(t for t in graph.initializer if t.name == last.input[1])))
+
+
+def graph_model(nodes: list[onnx.NodeProto], x_shape: list, y_shape: list | None, opset: int,
+                inputs_too: bool = False, **constants: np.ndarray) -> onnx.ModelProto:
+    """A model x -> ``nodes`` -> y; ``inputs_too`` lists the initializers as graph inputs (old exporters)."""
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
+    if inputs_too:
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
+    graph = helper.make_graph(nodes, "foreign", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 3 if opset < 9 else 7
+    if y_shape is None:  # the output's shape as ONNX infers it, so the checker accepts the graph
+        inferred = onnx.shape_inference.infer_shapes(model).graph.output[0]
+        model.graph.output[0].CopyFrom(inferred)
+    onnx.checker.check_model(model)
+    return model
+
+
+def check_int8(model: onnx.ModelProto, x: np.ndarray, expected: tuple[str, ...] = (),
+               max_steps: float = 1.0) -> list[str]:
+    """Quantize, export, and compare TFLite (LiteRT reference, TFLite Micro) with the ONNX QDQ model."""
+    int8 = QuantizeInt8()(Artifact.from_model(model), x)
+    onnx.checker.check_model(int8.model)
+    data = export_tflite(int8)
+    ops = tflite_ops(data)
+    inner = ops[1:-1]
+    assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE" and "DEQUANTIZE" not in inner, ops  # fully int8
+    for op in expected:
+        assert op in ops, ops
+    want = run_onnx(int8.model, x)
+    reference = LiteRTSession(data, kernels="reference")
+    litert = np.concatenate([reference.run({"x": t[None]})[0] for t in x])
+    micro = TFLMSession(data).run({"x": x})[0]
+    step = output_step(int8.model)
+    assert litert.shape == want.shape
+    assert np.abs(litert - want).max() <= max_steps * step * 1.0001
+    assert np.array_equal(micro, litert)  # TFLite Micro bit-exact with LiteRT's reference kernels
+    if want.ndim == 2 and want.shape[1] > 1:
+        assert np.mean(litert.argmax(1) == want.argmax(1)) >= 0.97
+    return ops
+
+
+# -- the issue's opset-8 CNN --------------------------------------------------------------------------
+def opset8_cnn() -> onnx.ModelProto:
+    """Conv -> Relu -> MaxPool -> Reshape -> MatMul -> Add, opset 8, initializers listed as inputs, batch 1."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["p", "shape"], ["f"], name="reshape"),
+             helper.make_node("MatMul", ["f", "fc"], ["m"], name="matmul"),
+             helper.make_node("Add", ["m", "fcb"], ["y"], name="add")]
+    return graph_model(nodes, [1, 1, 8, 8], [1, 10], 8, inputs_too=True,
+                       w=RNG.normal(size=(4, 1, 3, 3)).astype(np.float32), b=RNG.normal(size=4).astype(np.float32),
+                       shape=np.array([1, 64], np.int64), fc=(0.2 * RNG.normal(size=(64, 10))).astype(np.float32),
+                       fcb=RNG.normal(size=10).astype(np.float32))
+
+
+X8 = RNG.normal(size=(32, 1, 8, 8)).astype(np.float32)
+
+
+def test_opset8_cnn_quantizes_and_exports_fully_int8() -> None:
+    ops = check_int8(opset8_cnn(), X8, ("CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"))
+    assert ops.count("FULLY_CONNECTED") == 1  # MatMul + Add is one layer with a bias
+
+
+def test_opset8_cnn_exports_in_float() -> None:
+    model = opset8_cnn()
+    data = export_tflite(Artifact.from_model(model))
+    got = np.concatenate([LiteRTSession(data, kernels="reference").run({"x": t[None]})[0] for t in X8])
+    np.testing.assert_allclose(got, run_onnx(model, X8), rtol=1e-4, atol=1e-4)
+
+
+def test_normalisation_keeps_the_function_and_passes_the_checker() -> None:
+    model = opset8_cnn()
+    normalized, notes = normalize_graph(model)
+    onnx.checker.check_model(normalized)
+    assert [o.version for o in normalized.opset_import if o.domain in ("", "ai.onnx")] == [13]
+    assert [i.name for i in normalized.graph.input] == ["x"]
+    assert any("graph inputs" in n for n in notes) and any("opset 8" in n for n in notes)
+    np.testing.assert_allclose(run_onnx(normalized, X8), run_onnx(model, X8), rtol=1e-5, atol=1e-5)
+
+
+def test_normalisation_of_a_modern_graph_changes_nothing() -> None:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
+    model = graph_model(nodes, ["N", 1, 4, 4], None, 17, w=np.ones((2, 1, 1, 1), np.float32))
+    normalized, notes = normalize_graph(model)
+    assert notes == [] and [n.op_type for n in normalized.graph.node] == ["Conv"]
+
+
+# -- exporters' patterns --------------------------------------------------------------------------------
+torch = pytest.importorskip("torch")
+
+
+class _TorchNet(torch.nn.Module):
+    """Conv -> BatchNorm -> LeakyReLU -> MaxPool with padding -> flatten -> Linear -> BatchNorm1d -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4 * 5 * 5, 16)
+        self.bn1 = torch.nn.BatchNorm1d(16)
+        self.out = torch.nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2, padding=1)
+        return self.out(torch.relu(self.bn1(self.fc(x.flatten(1)))))
+
+
+def _torch_model(module: torch.nn.Module, x: np.ndarray, opset: int, tmp_path, **kwargs) -> onnx.ModelProto:
+    torch.manual_seed(0)
+    for m in module.modules():  # non-trivial running statistics, so folding them matters
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    module.eval()
+    path = tmp_path / f"m{opset}.onnx"
+    torch.onnx.export(module, torch.from_numpy(x[:1]), str(path), opset_version=opset, dynamo=False,
+                      input_names=["x"], output_names=["y"], **kwargs)
+    return onnx.load(str(path))
+
+
+@pytest.mark.parametrize("opset, as_inputs", [(8, True), (11, False), (13, True), (18, False)])
+def test_torch_legacy_exports_quantize_and_export(opset: int, as_inputs: bool, tmp_path) -> None:
+    x = RNG.normal(size=(32, 1, 8, 8)).astype(np.float32)
+    torch.manual_seed(opset)
+    model = _torch_model(_TorchNet(), x, opset, tmp_path, keep_initializers_as_inputs=as_inputs)
+    check_int8(model, x, ("CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"))
+
+
+def _gemm(**attributes: float) -> onnx.ModelProto:
+    b = RNG.normal(size=(4, 6) if attributes.get("transB", 0) else (6, 4)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "b", "c"], ["y"], name="gemm", **attributes)]
+    return graph_model(nodes, ["N", 6], None, 11, b=b, c=RNG.normal(size=4).astype(np.float32))
+
+
+@pytest.mark.parametrize("attributes", [{"transB": 1}, {"alpha": 0.5, "beta": 2.0}, {"alpha": 3.0, "transB": 1}])
+def test_gemm_attributes(attributes: dict) -> None:
+    check_int8(_gemm(**attributes), RNG.normal(size=(32, 6)).astype(np.float32), ("FULLY_CONNECTED",))
+
+
+def test_gemm_trans_a_becomes_a_transpose() -> None:
+    nodes = [helper.make_node("Gemm", ["x", "b"], ["y"], name="gemm", transA=1, alpha=0.5)]
+    model = graph_model(nodes, [6, 1], None, 11, b=RNG.normal(size=(6, 4)).astype(np.float32))
+    normalized, _ = normalize_graph(model)
+    assert [n.op_type for n in normalized.graph.node] == ["Transpose", "Gemm"]
+    x = RNG.normal(size=(6, 1)).astype(np.float32)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (model, normalized)]
+    want, got = (s.run(None, {"x": x})[0] for s in sessions)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_matmul_add_over_a_sequence_is_one_fully_connected_per_step() -> None:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+             helper.make_node("Add", ["m", "b"], ["y"], name="add")]
+    model = graph_model(nodes, ["N", 3, 6], None, 13, w=RNG.normal(size=(6, 4)).astype(np.float32),
+                        b=RNG.normal(size=4).astype(np.float32))
+    x = RNG.normal(size=(32, 3, 6)).astype(np.float32)
+    check_int8(model, x, ("FULLY_CONNECTED",))
+
+
+def test_reshape_with_zero_and_minus_one() -> None:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Reshape", ["c", "shape"], ["f"], name="reshape"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1)]
+    model = graph_model(nodes, ["N", 2, 3, 3], None, 13, w=RNG.normal(size=(4, 2, 1, 1)).astype(np.float32),
+                        shape=np.array([0, -1], np.int64), fc=RNG.normal(size=(5, 36)).astype(np.float32))
+    check_int8(model, RNG.normal(size=(32, 2, 3, 3)).astype(np.float32), ("CONV_2D", "FULLY_CONNECTED"))
+
+
+def test_recurrent_cells_stay_float_and_their_export_is_refused_in_one_sentence() -> None:
+    hidden = 4
+    w = RNG.normal(size=(1, 4 * hidden, 3)).astype(np.float32)
+    r = RNG.normal(size=(1, 4 * hidden, hidden)).astype(np.float32)
+    nodes = [helper.make_node("LSTM", ["x", "w", "r"], ["", "h"], name="lstm", hidden_size=hidden, layout=1),
+             helper.make_node("Flatten", ["h"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc")]
+    model = graph_model(nodes, ["N", 5, 3], None, 14, w=w, r=r, fc=RNG.normal(size=(4, 3)).astype(np.float32))
+    x = RNG.normal(size=(8, 5, 3)).astype(np.float32)
+    int8 = QuantizeInt8()(Artifact.from_model(model), x)
+    assert [n.op_type for n in int8.model.graph.node].count("LSTM") == 1
+    np.testing.assert_allclose(run_onnx(int8.model, x), run_onnx(model, x), atol=0.1)  # the Gemm is int8
+    for artifact in (Artifact.from_model(model), int8):
+        with pytest.raises(PassError, match=r"LSTM node 'lstm' cannot be lowered to TFLite yet; recurrent cells"):
+            export_tflite(artifact)

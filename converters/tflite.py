@@ -90,7 +90,7 @@ SUPPORTED_OPS = {
     "Reshape": "RESHAPE (constant shape)",
     "AveragePool": "AVERAGE_POOL_2D (2-D, no ceil_mode, VALID or SAME without counting pads); "
                    "DEPTHWISE_CONV_2D with weights 1/k when int8 and rescaling (see integer_scales)",
-    "MaxPool": "MAX_POOL_2D (2-D, no ceil_mode, VALID or SAME)",
+    "MaxPool": "MAX_POOL_2D (2-D, no ceil_mode, VALID or SAME; other pads as PADV2 with the lowest value first)",
     "Elu": "ELU (alpha = 1; int8 as a lookup table, which Vela also maps to the NPU)",
     "Add": "ADD",
     "Mul": "MUL",
@@ -380,14 +380,15 @@ class _Exporter:
                 index = self._tensor(spec.name, shape, "float32", signature=signature)
                 self.values[spec.name] = _Value(index, shape, "float32", layout)
             inputs.append(index)
+        for node in graph.node:  # an op without any lowering is named before the others are tried
+            if node.domain or not hasattr(self, f"_lower_{node.op_type}"):
+                reason = UNSUPPORTED_REASONS.get(node.op_type, f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}")
+                domain = f" (domain '{node.domain}')" if node.domain else ""
+                raise PassError(f"{node.op_type}{domain} node '{node.name}' cannot be lowered to TFLite yet; {reason}.")
         for node in graph.node:
             if any(o in self.done for o in node.output):
                 continue
-            handler = getattr(self, f"_lower_{node.op_type}", None) if not node.domain else None
-            if handler is None:
-                raise PassError(f"{node.op_type} node '{node.name}' cannot be lowered to TFLite yet; "
-                                f"{UNSUPPORTED_REASONS.get(node.op_type, 'the exporter supports ' + ', '.join(sorted(SUPPORTED_OPS)))}.")
-            self._lower(handler, node)
+            self._lower(getattr(self, f"_lower_{node.op_type}"), node)
         outputs: list[int] = []
         for spec in graph.output:
             outputs.append(self._graph_output(spec, taken=set(inputs) | set(outputs)))
@@ -704,13 +705,23 @@ class _Exporter:
 
     def _pool(self, node: onnx.NodeProto, code: str) -> None:
         x = self._as(self._input(node, 0), "nhwc")
-        if len(x.shape) != 4 or _attr(node, "ceil_mode", 0):
-            raise self._fail(node, "only 2-D pooling without ceil_mode is supported.")
+        ceil_mode = _attr(node, "ceil_mode", 0)
+        if len(x.shape) != 4 or (ceil_mode and code != "MAX_POOL_2D"):
+            raise self._fail(node, "only 2-D pooling is supported, and ceil_mode only for MaxPool.")
         kernel = _attr(node, "kernel_shape", None)
         strides = _attr(node, "strides", [1, 1])
         if _attr(node, "dilations", [1, 1]) != [1, 1]:
             raise self._fail(node, "dilated pooling is not supported.")
         padding = self._padding(node, x, tuple(kernel), strides, [1, 1])
+        if ceil_mode:  # the last, partial windows: pad the end with the lowest value as far as they reach
+            padding = self._explicit_pads(node, x, padding)
+            out_h, out_w = self.shapes[node.output[0]][2:]
+            top, left, bottom, right = padding
+            bottom += max((out_h - 1) * strides[0] + kernel[0] - (x.shape[2] + top + bottom), 0)
+            right += max((out_w - 1) * strides[1] + kernel[1] - (x.shape[3] + left + right), 0)
+            padding = (top, left, bottom, right) if any((top, left, bottom, right)) else self.s.Padding.VALID
+        if isinstance(padding, tuple) and code == "MAX_POOL_2D":  # pad with the lowest value, then VALID
+            x, padding = self._pad_lowest(node, x, padding), self.s.Padding.VALID
         if isinstance(padding, tuple):
             raise self._fail(node, f"pads {list(padding)} are neither VALID nor TFLite SAME.")
         if code == "AVERAGE_POOL_2D" and padding == self.s.Padding.SAME and _attr(node, "count_include_pad", 0):
@@ -732,6 +743,35 @@ class _Exporter:
         if out_q:
             out = self._requantize(out, out_q[0], out_q[1], out_q[2])
         self._finish(node, out, out_q)
+
+    def _explicit_pads(self, node: onnx.NodeProto, x: _Value, padding: Any) -> tuple[int, int, int, int]:
+        """``padding`` (SAME, VALID or explicit) as explicit (top, left, bottom, right) pads."""
+        if isinstance(padding, tuple):
+            return padding
+        if padding == self.s.Padding.VALID:
+            return (0, 0, 0, 0)
+        kernel, strides = _attr(node, "kernel_shape", [1, 1]), _attr(node, "strides", [1, 1])
+        pads = []
+        for size, k, stride in zip(x.shape[2:], kernel, strides):
+            out = -(-size // stride)
+            total = max((out - 1) * stride + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        return (pads[0][0], pads[1][0], pads[0][1], pads[1][1])
+
+    def _pad_lowest(self, node: onnx.NodeProto, x: _Value, pads: tuple[int, int, int, int]) -> _Value:
+        """PADV2 of an NHWC tensor with its lowest value (-128 in int8, -FLT_MAX in float): max pooling's padding."""
+        top, left, bottom, right = pads
+        n, c, h, w = x.shape
+        padded = self._like(x, f"{node.name}_pad", (n, c, h + top + bottom, w + left + right), "nhwc")
+        if x.dtype == "int8":
+            value = self._tensor(f"{node.name}_pad_value", (), "int8", data=np.array(-128, np.int8), scale=x.scale,
+                                 zero_point=x.zero_point)
+        else:
+            value = self._tensor(f"{node.name}_pad_value", (), "float32",
+                                 data=np.array(np.finfo(np.float32).min, np.float32))
+        paddings = self._const_i32([[0, 0], [top, bottom], [left, right], [0, 0]])
+        padded.producer = self._op("PADV2", [x.tensor, paddings, value], [padded.tensor], self.s.PadV2OptionsT())
+        return padded
 
     def _average_as_depthwise(self, node: onnx.NodeProto, x: _Value, kernel: tuple[int, int],
                               strides: tuple[int, int], out_q: tuple[float, int, str]) -> _Value:

@@ -223,8 +223,10 @@ def test_recurrent_cells_stay_float_and_their_export_is_refused_in_one_sentence(
     hidden = 4
     w = RNG.normal(size=(1, 4 * hidden, 3)).astype(np.float32)
     r = RNG.normal(size=(1, 4 * hidden, hidden)).astype(np.float32)
-    nodes = [helper.make_node("LSTM", ["x", "w", "r"], ["", "h"], name="lstm", hidden_size=hidden, layout=1),
-             helper.make_node("Flatten", ["h"], ["f"], name="flatten"),
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="time_major", perm=[1, 0, 2]),  # as PyTorch writes it
+             helper.make_node("LSTM", ["t", "w", "r"], ["", "h"], name="lstm", hidden_size=hidden),
+             helper.make_node("Transpose", ["h"], ["hb"], name="batch_major", perm=[1, 0, 2]),
+             helper.make_node("Flatten", ["hb"], ["f"], name="flatten"),
              helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc")]
     model = graph_model(nodes, ["N", 5, 3], None, 14, w=w, r=r, fc=RNG.normal(size=(4, 3)).astype(np.float32))
     x = RNG.normal(size=(8, 5, 3)).astype(np.float32)

@@ -67,7 +67,7 @@ def _pipeline(upgrade: bool) -> list[Callable[[onnx.ModelProto], str | None]]:
     if upgrade:
         steps.append(_upgrade_opset)
     steps += [_constants_to_initializers, _fold_constants, _drop_identities, _fold_batch_norms, _normalize_gemms,
-              _sub_div_by_constants, _expand_hard_sigmoids]
+              _sub_div_by_constants, fuse_hard_swish, _expand_hard_sigmoids]
     return steps
 
 
@@ -365,6 +365,38 @@ def _sub_div_by_constants(model: onnx.ModelProto) -> str | None:
         node.op_type = "Add" if node.op_type == "Sub" else "Mul"
         changed.append(node.name)
     return f"Sub/Div by a constant turned into Add/Mul ({', '.join(changed)})" if changed else None
+
+
+def fuse_hard_swish(model: onnx.ModelProto) -> str | None:
+    """x * HardSigmoid(x; 1/6, 1/2) -> HardSwish (opset 14), the one op TFLite runs as HARD_SWISH.
+
+    onnxruntime's optimizer writes HardSwish this way (it inlines the function), so the quantizer calls this
+    again after ``quant_pre_process``. Raising the opset import from 13 to 14 changes no float semantics
+    (14 added types and the BatchNormalization training mode, Reshape's allowzero and the recurrent layout,
+    all defaulting to 13's behaviour).
+    """
+    graph = model.graph
+    if default_opset(model) < 13:
+        return None
+    changed = []
+    for sigmoid in _fresh(graph, "HardSigmoid"):
+        if not np.isclose(_attr(sigmoid, "alpha", 0.2), 1 / 6) or not np.isclose(_attr(sigmoid, "beta", 0.5), 0.5):
+            continue
+        readers = _readers(graph, sigmoid.output[0])
+        if len(readers) != 1 or readers[0].op_type != "Mul" or sigmoid.input[0] not in readers[0].input \
+                or sigmoid.output[0] in {o.name for o in graph.output}:
+            continue
+        mul = readers[0]
+        swish = helper.make_node("HardSwish", [sigmoid.input[0]], [mul.output[0]], name=mul.name or sigmoid.name)
+        _replace(graph, sigmoid, [])
+        _replace(graph, mul, [swish])
+        changed.append(swish.name)
+    if not changed:
+        return None
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version < 14:
+            opset.version = 14
+    return f"x * HardSigmoid(x) turned into HardSwish ({', '.join(changed)})"
 
 
 def _expand_hard_sigmoids(model: onnx.ModelProto) -> str | None:

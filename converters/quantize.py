@@ -35,7 +35,7 @@ import onnx
 from onnx import numpy_helper
 
 from converters.integer_scales import exact_requantization, tie_free_average_pools
-from converters.normalize import normalize_graph
+from converters.normalize import fuse_hard_swish, normalize_graph
 from edge.artifact import Artifact
 from edge.errors import PassError
 
@@ -87,6 +87,13 @@ def _normalized_model(artifact: Artifact, owner: str) -> onnx.ModelProto:
         log.warning("%s: %s stay in float (onnxruntime's static quantizer has no int8 recurrent cells); the TFLite "
                     "exporter does not lower them", owner, ", ".join(recurrent))
     return model
+
+
+def _undo_hard_swish_inlining(path: Path) -> None:
+    """Fuse back the HardSwish that onnxruntime's optimizer inlined, so it quantizes as one int8 op."""
+    model = onnx.load(path)
+    if fuse_hard_swish(model):
+        onnx.save(model, path)
 
 
 def _check_node_names(owner: str, artifact: Artifact, names: list[str], what: str) -> None:
@@ -158,6 +165,7 @@ def quantize_static_model(
         try:
             with contextlib.redirect_stdout(chatter):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+                _undo_hard_swish_inlining(prepared)
                 # 16-bit activations make quantize_static move the graph to opset 21, whose standard
                 # QuantizeLinear/DequantizeLinear take int16: no contrib ops needed, ORT CPU runs it.
                 quantize_static(

@@ -70,6 +70,7 @@ import onnx
 from onnx import numpy_helper
 
 from converters.normalize import normalize_graph
+from converters.tflite_foreign_ops import ForeignOps
 from edge.artifact import METADATA_KEY, Artifact, Meta
 from edge.errors import EdgeError, MetadataError, PassError
 
@@ -97,7 +98,15 @@ SUPPORTED_OPS = {
     "Greater": "GREATER (float operands, bool result)",
     "Where": "SELECT_V2 (float values; constants broadcast at the output's rank)",
     "Identity": "nothing (an alias); RESHAPE copy when a graph output would share a tensor",
-    "Unsqueeze": "RESHAPE (float; not on the batch axis)",
+    "Unsqueeze": "RESHAPE (int8 or float; not on the batch axis)",
+    "Squeeze": "RESHAPE (int8 or float; given axes, not the batch axis)",
+    "LeakyRelu": "LEAKY_RELU",
+    "PRelu": "PRELU (constant slope, broadcast in the tensor's layout)",
+    "HardSwish": "HARD_SWISH (HardSigmoid becomes Mul + Add + Clip before quantizing)",
+    "Split": "SPLIT_V (not on the batch axis; int8 outputs requantized to their own grids)",
+    "Resize": "RESIZE_NEAREST_NEIGHBOR (asymmetric + floor, or half_pixel on integer upscales) or RESIZE_BILINEAR "
+              "(align_corners, asymmetric, half_pixel, pytorch_half_pixel); H and W only",
+    "ConvTranspose": "TRANSPOSE_CONV (2-D, group 1, pads TFLite's SAME or VALID reproduces)",
     "Concat": "CONCATENATION (int8 inputs requantized to the output's scale, or float; not on the batch axis)",
     "Slice": "STRIDED_SLICE (float; positive steps; not on the batch axis)",
     "ReduceSum": "SUM (float; constant axes, not the batch axis)",
@@ -147,7 +156,7 @@ class _Value:
     flat_chw: tuple[int, ...] | None = None  # for "flat_hwc": the (C, H, W) ONNX flattened
 
 
-class _Exporter:
+class _Exporter(ForeignOps):
     """One export: walks the ONNX graph once and fills a LiteRT ``ModelT``."""
 
     def __init__(self, artifact: Artifact, io: str) -> None:
@@ -1132,11 +1141,6 @@ class _Exporter:
         if self._is_constant(node.input[0]):
             raise self._fail(node, "it copies a constant (fold it before export).")
         self.values[node.output[0]] = self._input(node, 0)  # graph outputs that alias get a copy at the end
-
-    def _lower_Unsqueeze(self, node: onnx.NodeProto) -> None:
-        shape = self.shapes[node.output[0]]
-        self._axes(node, 1, len(shape))
-        self._reshape(node, self._float_input(node, 0), shape, "nchw" if len(shape) == 4 else "plain")
 
     def _lower_Concat(self, node: onnx.NodeProto) -> None:
         shape = self.shapes[node.output[0]]

@@ -373,6 +373,11 @@ class _Exporter(ForeignOps):
     # -- the walk ---------------------------------------------------------------------------------
     def run(self) -> bytes:
         graph = self.model.graph
+        for node in graph.node:  # an op without any lowering is named before anything else (the I/O checks included)
+            if node.domain or not hasattr(self, f"_lower_{node.op_type}"):
+                reason = UNSUPPORTED_REASONS.get(node.op_type, f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}")
+                domain = f" (domain '{node.domain}')" if node.domain else ""
+                raise PassError(f"{node.op_type}{domain} node '{node.name}' cannot be lowered to TFLite yet; {reason}.")
         inputs = []
         for spec in graph.input:
             if spec.name in self.init:
@@ -389,11 +394,6 @@ class _Exporter(ForeignOps):
                 index = self._tensor(spec.name, shape, "float32", signature=signature)
                 self.values[spec.name] = _Value(index, shape, "float32", layout)
             inputs.append(index)
-        for node in graph.node:  # an op without any lowering is named before the others are tried
-            if node.domain or not hasattr(self, f"_lower_{node.op_type}"):
-                reason = UNSUPPORTED_REASONS.get(node.op_type, f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}")
-                domain = f" (domain '{node.domain}')" if node.domain else ""
-                raise PassError(f"{node.op_type}{domain} node '{node.name}' cannot be lowered to TFLite yet; {reason}.")
         for node in graph.node:
             if any(o in self.done for o in node.output):
                 continue

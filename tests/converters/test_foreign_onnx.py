@@ -115,6 +115,27 @@ def test_opset8_cnn_quantizes_and_exports_fully_int8() -> None:
     assert ops.count("FULLY_CONNECTED") == 1  # MatMul + Add is one layer with a bias
 
 
+def test_opset8_cnn_through_the_cli_is_fully_int8(tmp_path) -> None:
+    """The issue's model: `edge convert` quantizes and exports it fully int8 and checks it in both TFLite engines."""
+    from click.testing import CliRunner
+
+    from edge.cli import main
+
+    model_path, calib, out = tmp_path / "cnn8.onnx", tmp_path / "calib.npz", tmp_path / "cnn8_int8.onnx"
+    onnx.save(opset8_cnn(), model_path)
+    np.savez(calib, x=X8)
+    result = CliRunner().invoke(main, ["convert", str(model_path), "--quantize", "int8", "--calib", str(calib),
+                                       "--export", "tflite", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    for engine in ("LiteRT", "TFLite Micro"):
+        line = next(line for line in result.output.splitlines() if line.startswith(f"tflite ({engine}):"))
+        assert float(line.split("top-1 agreement")[1].split("%")[0]) >= 99.0
+    ops = tflite_ops((tmp_path / "cnn8_int8.tflite").read_bytes())
+    assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE" and "DEQUANTIZE" not in ops[1:-1], ops
+    assert {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"} <= set(ops)
+
+
 def test_opset8_cnn_exports_in_float() -> None:
     model = opset8_cnn()
     data = export_tflite(Artifact.from_model(model))

@@ -697,20 +697,26 @@ class _Exporter(ForeignOps):
         axis = _attr(node, "axis", 1)
         if axis != 1:
             raise self._fail(node, f"only axis=1 is supported; got axis={axis}.")
-        shape = (x.shape[0], int(np.prod(x.shape[1:])))
+        self._flatten(node, x, (x.shape[0], int(np.prod(x.shape[1:]))))
+
+    def _flatten(self, node: onnx.NodeProto, x: _Value, shape: tuple[int, ...]) -> None:
+        """(N, C, H, W) -> (N, C*H*W): a plain RESHAPE of the NHWC tensor when only fully connected layers read it."""
         if x.layout == "nhwc" and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:
             readers = self._effective_readers(node.output[0])
-            if readers and all(r is not None and r.op_type == "Gemm" and not _attr(r, "transA", 0)
-                               and self._is_constant(r.input[1]) for r in readers):
+            if readers and all(r is not None and r.op_type in ("Gemm", "MatMul") and not _attr(r, "transA", 0)
+                               and r.input[0] != r.input[1] and self._is_constant(r.input[1]) for r in readers):
                 self._reshape(node, x, shape, "flat_hwc")
                 return
             x = self._as(x, "nchw")
         self._reshape(node, x, shape, "plain")
 
     def _lower_Reshape(self, node: onnx.NodeProto) -> None:
-        x = self._as(self._input(node, 0), "nchw")
+        x = self._input(node, 0)
         shape = self.shapes[node.output[0]]
-        self._reshape(node, x, shape, "nchw" if len(shape) == 4 else "plain")
+        if len(x.shape) == 4 and len(shape) == 2 and shape[0] == x.shape[0]:  # x.view(N, -1)
+            self._flatten(node, x, shape)
+            return
+        self._reshape(node, self._as(x, "nchw"), shape, "nchw" if len(shape) == 4 else "plain")
 
     def _pool(self, node: onnx.NodeProto, code: str) -> None:
         x = self._as(self._input(node, 0), "nhwc")

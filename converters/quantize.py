@@ -89,6 +89,27 @@ def _normalized_model(artifact: Artifact, owner: str) -> onnx.ModelProto:
     return model
 
 
+def _calibration_feed(artifact: Artifact, calibration: np.ndarray, owner: str) -> tuple[np.ndarray, int]:
+    """The trials in the model input's own dtype, and how many the model takes at once (its fixed batch, or 1)."""
+    graph = artifact.model.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise PassError(f"{owner} calibrates models with one input; this one has {len(inputs)} "
+                        f"({', '.join(i.name for i in inputs)}).")
+    tensor_type = inputs[0].type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type) if tensor_type.elem_type else np.float32
+    if not np.issubdtype(dtype, np.floating):
+        raise PassError(f"{owner} quantizes models with a float input; the input '{inputs[0].name}' is "
+                        f"{np.dtype(dtype).name} (the model is already integer, or takes token ids).")
+    dims = tensor_type.shape.dim
+    batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1 else 1
+    if len(calibration) < batch:
+        raise PassError(f"{owner}: the model takes batches of exactly {batch} trials; the calibration data has "
+                        f"{len(calibration)}.")
+    return calibration.astype(dtype), batch
+
+
 def _undo_hard_swish_inlining(path: Path) -> None:
     """Fuse back the HardSwish that onnxruntime's optimizer inlined, so it quantizes as one int8 op."""
     model = onnx.load(path)
@@ -134,11 +155,11 @@ def quantize_static_model(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = artifact.meta.inputs[0].name
-    trials = calibration.astype(np.float32)
+    trials, batch = _calibration_feed(artifact, calibration, owner)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(trials[i : i + 1] for i in range(len(trials)))
+            self._batches = iter(trials[i : i + batch] for i in range(0, len(trials) - batch + 1, batch))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)

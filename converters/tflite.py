@@ -382,6 +382,11 @@ class _Exporter(ForeignOps):
         for spec in graph.input:
             if spec.name in self.init:
                 continue
+            if spec.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                kind = onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type).name \
+                    if spec.type.tensor_type.elem_type else "of unknown type"
+                raise PassError(f"the model input '{spec.name}' is {kind}; the TFLite exporter takes float32 inputs "
+                                f"(an int8 file gets int8 inputs with io='int8').")
             shape = self.shapes[spec.name]
             signature = tuple(-1 if i == 0 and spec.name in self.symbolic_batch else d for i, d in enumerate(shape))
             layout = "nchw" if len(shape) == 4 else "plain"
@@ -966,6 +971,19 @@ class _Exporter(ForeignOps):
         perm = [int(p) for p in _attr(node, "perm", range(rank - 1, -1, -1))]
         if perm[0] != 0:
             raise self._fail(node, f"perm {perm} moves the batch axis, which the TFLite file leaves free.")
+        relabelled = {("nchw", (0, 3, 1, 2)): "nhwc", ("nhwc", (0, 2, 3, 1)): "nchw"}.get((x.layout, tuple(perm)))
+        if rank == 4 and relabelled:  # e.g. tf2onnx's NHWC input -> NCHW: the bytes are already in TFLite's order
+            alias = _Value(x.tensor, self.shapes[node.output[0]], x.dtype, relabelled, x.scale, x.zero_point,
+                           producer=x.producer)
+            out = self._requantize(alias, out_q[0], out_q[1], out_q[2]) if out_q else alias
+            if out.tensor != x.tensor:
+                self._finish(node, out, out_q)
+                return
+            self.values[node.output[0]] = out  # no new tensor: keep the one that exists under its own name
+            if out_q:
+                self.values[out_q[2]] = out
+                self.done.add(out_q[2])
+            return
         if x.layout == "nhwc":  # axis a of the ONNX tensor is axis _NCHW[a] of the NHWC one
             perm = [_NCHW[p] for p in perm]
         shape = self.shapes[node.output[0]]

@@ -341,3 +341,62 @@ def test_inexpressible_attributes_are_refused_in_one_sentence(node: onnx.NodePro
     model = conv_then([node], 11 if node.op_type == "Squeeze" else 13, scales=np.array([1, 1, 2, 2], np.float32))
     with pytest.raises(PassError, match=rf"{node.op_type} node 'op' cannot be lowered to TFLite: {reason}"):
         export_tflite(Artifact.from_model(model))
+
+
+def test_tf2onnx_style_nhwc_input_with_transpose() -> None:
+    """Keras through tf2onnx: an NHWC input transposed to NCHW before the first Conv, Squeeze before the head."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="to_nchw", perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Squeeze", ["g", "axes"], ["s"], name="squeeze"),
+             helper.make_node("MatMul", ["s", "fc"], ["m"], name="dense"),
+             helper.make_node("Add", ["m", "fcb"], ["y"], name="dense_bias")]
+    model = graph_model(nodes, ["unk__1", 5, 5, 3], None, 13, w=RNG.normal(size=(6, 3, 3, 3)).astype(np.float32),
+                        b=RNG.normal(size=6).astype(np.float32), axes=np.array([2, 3], np.int64),
+                        fc=RNG.normal(size=(6, 4)).astype(np.float32), fcb=RNG.normal(size=4).astype(np.float32))
+    check_int8(model, RNG.normal(size=(32, 5, 5, 3)).astype(np.float32), ("CONV_2D", "MEAN", "FULLY_CONNECTED"))
+
+
+def test_mlp_with_an_onnx_ml_head_is_refused_naming_the_op() -> None:
+    """skl2onnx-style: MatMul/Add/Relu layers and a ZipMap from the ai.onnx.ml domain, which TFLite lacks."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="layer1"),
+             helper.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
+             helper.make_node("Relu", ["hb"], ["y"], name="relu1"),
+             helper.make_node("Normalizer", ["y"], ["z"], name="normalizer", domain="ai.onnx.ml", norm="L1")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8])],
+                              [numpy_helper.from_array(RNG.normal(size=(4, 8)).astype(np.float32), "w1"),
+                               numpy_helper.from_array(RNG.normal(size=8).astype(np.float32), "b1")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9), helper.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = 7
+    with pytest.raises(PassError, match=r"Normalizer \(domain 'ai.onnx.ml'\) node 'normalizer' cannot be lowered"):
+        export_tflite(Artifact.from_model(model))
+
+
+def test_integer_or_multiple_inputs_are_refused_by_the_quantizer() -> None:
+    ids = graph_model([helper.make_node("Cast", ["x"], ["y"], name="cast", to=TensorProto.FLOAT)], ["N", 4],
+                      ["N", 4], 13)
+    ids.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
+    with pytest.raises(PassError, match=r"float input; the input 'x' is int64"):
+        QuantizeInt8()(Artifact.from_model(ids), np.zeros((4, 4), np.int64))
+    passthrough = graph_model([helper.make_node("Identity", ["x"], ["y"], name="same")], ["N", 4], ["N", 4], 13)
+    for spec in (passthrough.graph.input[0], passthrough.graph.output[0]):
+        spec.type.tensor_type.elem_type = TensorProto.INT64
+    with pytest.raises(PassError, match=r"the model input 'x' is int64; the TFLite exporter takes float32"):
+        export_tflite(Artifact.from_model(passthrough))
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "x2")]
+    two = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "x2"], ["y"], name="add")], "two", inputs,
+                                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])]),
+                            opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(PassError, match=r"calibrates models with one input; this one has 2 \(x, x2\)"):
+        QuantizeInt8()(Artifact.from_model(two), np.zeros((4, 4), np.float32))
+
+
+def test_fixed_batch_of_four_calibrates_four_trials_at_a_time() -> None:
+    model = graph_model([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], [4, 6], [4, 3], 13,
+                        w=RNG.normal(size=(6, 3)).astype(np.float32))
+    int8 = QuantizeInt8()(Artifact.from_model(model), RNG.normal(size=(32, 6)).astype(np.float32))
+    assert "QuantizeLinear" in [n.op_type for n in int8.model.graph.node]
+    with pytest.raises(PassError, match=r"batches of exactly 4 trials; the calibration data has 2"):
+        QuantizeInt8()(Artifact.from_model(model), RNG.normal(size=(2, 6)).astype(np.float32))

@@ -400,3 +400,37 @@ def test_fixed_batch_of_four_calibrates_four_trials_at_a_time() -> None:
     assert "QuantizeLinear" in [n.op_type for n in int8.model.graph.node]
     with pytest.raises(PassError, match=r"batches of exactly 4 trials; the calibration data has 2"):
         QuantizeInt8()(Artifact.from_model(model), RNG.normal(size=(2, 6)).astype(np.float32))
+
+
+def opset7_cnn() -> onnx.ModelProto:
+    """CNTK-era graph: BatchNormalization with 'spatial', Upsample, Dropout, Flatten -> MatMul, Softmax, opset 7."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "beta", "m", "v"], ["n"], name="bn", spatial=1),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"),
+             helper.make_node("Upsample", ["r"], ["u"], name="up", scales=[1.0, 1.0, 2.0, 2.0], mode="nearest"),
+             helper.make_node("Dropout", ["u"], ["d"], name="drop"),
+             helper.make_node("Flatten", ["d"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "fc"], ["logits"], name="fc"),
+             helper.make_node("Softmax", ["logits"], ["y"], name="softmax")]
+    return graph_model(nodes, [1, 2, 4, 6], [1, 5], 7, inputs_too=True,
+                       w=RNG.normal(size=(4, 2, 3, 3)).astype(np.float32), g=RNG.uniform(0.5, 2, 4).astype(np.float32),
+                       beta=RNG.normal(size=4).astype(np.float32), m=RNG.normal(size=4).astype(np.float32),
+                       v=RNG.uniform(0.5, 2, 4).astype(np.float32),
+                       fc=(0.1 * RNG.normal(size=(4 * 8 * 12, 5))).astype(np.float32))
+
+
+def test_opset7_cnn_with_upsample_and_batch_norm() -> None:
+    model = opset7_cnn()
+    normalized, notes = normalize_graph(model)
+    assert [n.op_type for n in normalized.graph.node] == ["Conv", "Relu", "Resize", "Flatten", "MatMul", "Softmax"]
+    np.testing.assert_allclose(run_onnx(normalized, XC[:8]), run_onnx(model, XC[:8]), rtol=1e-5, atol=1e-6)
+    ops = check_int8(model, XC, ("CONV_2D", "RESIZE_NEAREST_NEIGHBOR", "FULLY_CONNECTED", "SOFTMAX"))
+    assert "TRANSPOSE" not in ops[3:]  # the flattened NHWC tensor feeds the fully connected layer as it is
+
+
+def test_opset21_graph() -> None:
+    nodes = [helper.make_node("LeakyRelu", ["c"], ["h"], name="act", alpha=0.2),
+             helper.make_node("Resize", ["h", "", "scales"], ["y"], name="up", mode="nearest",
+                              coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
+    check_int8(conv_then(nodes, 21, scales=np.array([1, 1, 2, 2], np.float32)), XC,
+               ("LEAKY_RELU", "RESIZE_NEAREST_NEIGHBOR"))

@@ -52,7 +52,16 @@ def normalize_graph(model: onnx.ModelProto, *, upgrade: bool = True) -> tuple[on
     out.CopyFrom(model)
     notes: list[str] = []
     for rewrite in _pipeline(upgrade):
-        note = rewrite(out)
+        before = onnx.ModelProto()
+        before.CopyFrom(out)
+        try:
+            note = rewrite(out)
+        except PassError:
+            raise
+        except Exception as exc:  # a form the rewrite did not foresee: leave the graph as it was
+            log.debug("normalize: %s skipped (%s: %s)", rewrite.__name__, type(exc).__name__, exc)
+            out.CopyFrom(before)
+            continue
         if note:
             log.debug("normalize: %s", note)
             notes.append(note)

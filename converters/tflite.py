@@ -1323,7 +1323,13 @@ def export_tflite(artifact: Artifact, *, io: str = "float32") -> bytes:
     """
     if io not in IO_TYPES:
         raise PassError(f"The 'io' parameter of export_tflite must be one of {', '.join(IO_TYPES)}; got {io!r}.")
-    data = _Exporter(artifact, io).run()
+    try:
+        data = _Exporter(artifact, io).run()
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError, AssertionError) as exc:
+        # the node lowerings name their node themselves; this catches the graph-level steps (inputs, outputs)
+        log.debug("tflite export failed", exc_info=True)
+        raise PassError(f"the TFLite exporter does not handle this graph's inputs or outputs "
+                        f"({type(exc).__name__}: {str(exc)[:120]}).") from None
     log.info("tflite export: %d bytes", len(data))
     return data
 

@@ -108,7 +108,7 @@ SUPPORTED_OPS = {
               "(align_corners, asymmetric, half_pixel, pytorch_half_pixel); H and W only",
     "ConvTranspose": "TRANSPOSE_CONV (2-D, group 1, pads TFLite's SAME or VALID reproduces)",
     "Concat": "CONCATENATION (int8 inputs requantized to the output's scale, or float; not on the batch axis)",
-    "Slice": "STRIDED_SLICE (float; positive steps; not on the batch axis)",
+    "Slice": "STRIDED_SLICE (int8 or float; positive steps; not on the batch axis)",
     "ReduceSum": "SUM (float; constant axes, not the batch axis)",
     "Softmax": "SOFTMAX (last axis or channels; int8 output scale 1/256, zero point -128)",
     "Sigmoid": "LOGISTIC (int8 output scale 1/256, zero point -128)",
@@ -1187,7 +1187,9 @@ class _Exporter(ForeignOps):
         self._finish(node, out, out_q)
 
     def _lower_Slice(self, node: onnx.NodeProto) -> None:
-        x = self._float_input(node, 0)
+        if self._is_constant(node.input[0]):
+            raise self._fail(node, f"its input '{node.input[0]}' is a constant (fold it before export).")
+        x, out_q = self._moved_input(node, self._input(node, 0))  # int8 STRIDED_SLICE copies bytes
         rank = len(x.shape)
         if not all(self._is_constant(n) for n in node.input[1:] if n):
             raise self._fail(node, "starts, ends, axes and steps must be constants.")
@@ -1207,12 +1209,15 @@ class _Exporter(ForeignOps):
             end[axis] = int(min(max(stop + size if stop < 0 else stop, 0), size))
             strides[axis] = int(step)
             whole &= ~(1 << axis)
+        if x.layout == "nhwc":  # slice the NHWC tensor where it is: axis a of ONNX is axis _NHWC.index(a)
+            begin, end, strides = ([v[a] for a in _NHWC] for v in (begin, end, strides))
+            whole = sum(1 << i for i, a in enumerate(_NHWC) if whole & (1 << a))
         options = self.s.StridedSliceOptionsT()
         options.beginMask = options.endMask = whole
-        out = self._new(node.output[0], self.shapes[node.output[0]], "float32", "nchw")
+        out = self._like(x, node.output[0], self.shapes[node.output[0]], x.layout)
         out.producer = self._op("STRIDED_SLICE", [x.tensor, self._const_i32(begin), self._const_i32(end),
                                                   self._const_i32(strides)], [out.tensor], options)
-        self.values[node.output[0]] = out
+        self._moved_output(node, out, out_q)
 
     def _lower_ReduceSum(self, node: onnx.NodeProto) -> None:
         x = self._float_input(node, 0)

@@ -37,6 +37,8 @@ log = logging.getLogger("edge")
 
 #: The opset old graphs are upgraded to: the first with per-axis QuantizeLinear and inputs-not-attributes.
 TARGET_OPSET = 13
+#: The oldest opset onnxruntime's QDQ quantizer takes (QuantizeLinear appeared in opset 10).
+MIN_QUANTIZABLE_OPSET = 10
 #: The newest IR version onnxruntime reads (DESIGN.md: onnx can write newer ones).
 MAX_IR_VERSION = 10
 
@@ -104,6 +106,10 @@ def _upgrade_opset(model: onnx.ModelProto) -> str | None:
         upgraded = version_converter.convert_version(model, TARGET_OPSET)
     except Exception as exc:  # the converter raises RuntimeError / ConvertError with a C++ message
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if version >= MIN_QUANTIZABLE_OPSET:  # onnxruntime quantizes it as it is, per-tensor where it must
+            log.warning("opset %d kept: onnx's version converter could not upgrade it to %d (%s)", version,
+                        TARGET_OPSET, reason)
+            return f"opset {version} kept (the version converter failed: {reason})"
         raise PassError(f"the model's opset {version} could not be upgraded to opset {TARGET_OPSET}, which the "
                         f"quantizer needs ({reason}); re-export the model at opset {TARGET_OPSET} or newer.") from None
     model.CopyFrom(upgraded)

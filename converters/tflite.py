@@ -180,6 +180,7 @@ class _Exporter(ForeignOps):
         original = artifact.model.graph
         self.symbolic_batch = {v.name for v in list(original.input) + list(original.output) if _symbolic_batch(v)}
         self.values: dict[str, _Value] = {}
+        self.batch_one_only = False  # set by lowerings whose TFLite op fixes the batch at 1
         self.cache: dict[tuple[int, str], _Value] = {}
         self.done: set[str] = set()
         # LiteRT object model
@@ -406,6 +407,11 @@ class _Exporter(ForeignOps):
         outputs: list[int] = []
         for spec in graph.output:
             outputs.append(self._graph_output(spec, taken=set(inputs) | set(outputs)))
+        if self.batch_one_only:  # e.g. TRANSPOSE_CONV's constant output shape: declare the batch fixed
+            for index in inputs + outputs:
+                signature = self.tensors[index].shapeSignature
+                if signature is not None and len(signature) and signature[0] == -1:
+                    signature[0] = 1
         return self._serialise(inputs, outputs)
 
     def _lower(self, handler: Any, node: onnx.NodeProto) -> None:

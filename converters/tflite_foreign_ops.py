@@ -13,7 +13,8 @@ and output, float otherwise, and refuses an attribute it cannot express with one
   asymmetric + floor (PyTorch's export) or half_pixel + round_prefer_floor on integer upscales, and
   ``RESIZE_BILINEAR`` for mode linear with align_corners, asymmetric, half_pixel or pytorch_half_pixel.
 * ``ConvTranspose`` (2-D, group 1, no dilation) -> ``TRANSPOSE_CONV`` with pads TFLite's SAME or VALID
-  reproduces; int8 with per-channel weights and an int32 bias.
+  reproduces; int8 with per-channel weights and an int32 bias. Its output shape is a constant tensor, so a
+  file with one declares batch 1 (shape signature 1, not -1).
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ class ForeignOps:
         options.padding = padding
         options.strideH, options.strideW = int(strides[0]), int(strides[1])
         nhwc_shape = [out_shape[i] for i in _NHWC]
+        self.batch_one_only = True  # the output shape is a constant, batch included
         out.producer = self._op("TRANSPOSE_CONV", [self._const_i32(nhwc_shape), w_index, x.tensor, b_index],
                                 [out.tensor], options)
         self._finish(node, out, out_q)

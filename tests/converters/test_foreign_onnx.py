@@ -437,3 +437,25 @@ def test_opset21_graph() -> None:
                               coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
     check_int8(conv_then(nodes, 21, scales=np.array([1, 1, 2, 2], np.float32)), XC,
                ("LEAKY_RELU", "RESIZE_NEAREST_NEIGHBOR"))
+
+
+def test_transpose_conv_declares_a_fixed_batch_of_one() -> None:
+    nodes, constants, _, opset = OP_CASES["conv_transpose"]
+    data = export_tflite(QuantizeInt8()(Artifact.from_model(conv_then(nodes, opset, **constants)), XC))
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    graph = model.subgraphs[0]
+    assert [list(graph.tensors[i].shapeSignature)[0] for i in (*graph.inputs, *graph.outputs)] == [1, 1]
+    nodes, constants, _, opset = OP_CASES["leaky_relu"]
+    data = export_tflite(Artifact.from_model(conv_then(nodes, opset, **constants)))
+    graph = schema.ModelT.InitFromPackedBuf(bytearray(data), 0).subgraphs[0]
+    assert list(graph.tensors[graph.inputs[0]].shapeSignature)[0] == -1  # other files keep the batch free
+
+
+def test_dynamic_quantization_of_an_old_graph() -> None:
+    from converters.quantize import QuantizeDynamicInt8
+
+    model = opset8_cnn()
+    child = QuantizeDynamicInt8()(Artifact.from_model(model), None)
+    assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in child.model.graph.node)
+    want = run_onnx(model, X8)
+    np.testing.assert_allclose(run_onnx(child.model, X8), want, atol=0.05 * np.abs(want).max())

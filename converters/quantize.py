@@ -17,6 +17,11 @@
   constant weight, as ``com.microsoft.MatMulNBits``. A model without such a MatMul is returned unchanged
   (the pass does not fire; the reason is logged and recorded in provenance).
 
+Before quantizing, the graph is normalised (``converters.normalize``) so graphs from other exporters quantize:
+old opsets upgraded to 13, initializers listed as inputs made constants, constants and BatchNormalization folded.
+Add, Mul, LeakyRelu, PRelu and HardSwish are quantized too (``EXTRA_QDQ_OP_TYPES``), so residual and
+squeeze-excite networks export fully int8; LSTM / GRU / RNN stay in float with a warning.
+
 Mixed precision under an accuracy budget lives in ``converters.mixed_precision``.
 """
 

@@ -1,6 +1,9 @@
 """Export a QDQ int8 ONNX artifact as an int8 TFLite flatbuffer, written with LiteRT's schema.
 
-The rewrite, node by node in the ONNX graph's (topological) order:
+The graph is first normalised (``converters.normalize``: initializers listed as inputs become constants,
+old opsets are upgraded, constants folded, BatchNormalization folded, Gemm attributes, Sub/Div by constants
+and HardSigmoid rewritten), so graphs from other exporters take the same path. Then the rewrite, node by
+node in the ONNX graph's (topological) order:
 
 * ``QuantizeLinear``/``DequantizeLinear`` pairs on activations become the int8 tensors' quantization
   (same scales and zero points as the ONNX model); ``DequantizeLinear`` on int8/int32 initializers
@@ -8,8 +11,10 @@ The rewrite, node by node in the ONNX graph's (topological) order:
   layout: ``QUANTIZE`` after the input, ``DEQUANTIZE`` before the output.
 * ONNX activations are NCHW, TFLite kernels NHWC: a ``TRANSPOSE`` is inserted where a layout change is
   needed (after the input, before the output); conv weights are rewritten OIHW -> OHWI (depthwise:
-  1HWO); a ``Flatten`` feeding only ``Gemm`` nodes is lowered to a plain ``RESHAPE`` of the NHWC
-  tensor and the fully connected weight columns are permuted to H, W, C order instead.
+  1HWO); a ``Flatten`` (or a ``Reshape`` to (N, -1)) feeding only ``Gemm`` / ``MatMul`` nodes is lowered
+  to a plain ``RESHAPE`` of the NHWC tensor and the fully connected weight columns are permuted to H, W, C
+  order instead; a ``Transpose`` NCHW <-> NHWC whose result is the TFLite tensor's own order (tf2onnx's
+  NHWC inputs) writes nothing.
 * ``Conv`` -> ``CONV_2D`` (group 1) or ``DEPTHWISE_CONV_2D`` (group == input channels), per-channel
   int8 weights, int32 bias with scale input_scale * weight_scale; ONNX pads equal to TFLite SAME
   (SAME_UPPER puts the extra pad at the end, as TFLite does) -> SAME, zero -> VALID, others -> ``PAD``.
@@ -24,7 +29,13 @@ The rewrite, node by node in the ONNX graph's (topological) order:
   int8 kernels write a fixed grid (scale 1/256 and zero point -128; ``TANH`` 1/128 and 0): an int8 output
   quantized otherwise is refused. onnxruntime's QDQ quantizer does not use that grid on its own (Softmax:
   [0, 1] / 255, else the calibrated range); ``QuantizeInt8`` sets it, so its files have int8 ones.
-* ``GlobalAveragePool`` / ``ReduceMean`` -> ``MEAN`` (axes mapped to NHWC), ``Transpose`` -> ``TRANSPOSE`` (the ONNX
+* ``MatMul`` by a constant 2-D matrix -> ``FULLY_CONNECTED`` (leading axes kept); ``MaxPool`` with pads TFLite's
+  SAME does not produce, or ``ceil_mode``, pads with the lowest value first (``PADV2``).
+* The ops other exporters write (``converters.tflite_foreign_ops``): ``LeakyRelu``, ``PRelu``, ``HardSwish``,
+  ``Squeeze`` / ``Unsqueeze``, ``Split``, ``Resize``, ``ConvTranspose``. ``LSTM`` / ``GRU`` / ``RNN`` are refused
+  with the reason (they stay float in ``QuantizeInt8`` and run in onnxruntime).
+* ``GlobalAveragePool`` / ``ReduceMean`` -> ``MEAN`` (axes mapped to NHWC; an int8 spatial mean that rescales is
+  a ``DEPTHWISE_CONV_2D`` with weights 1/(H*W) instead, which rounds once, as onnxruntime does), ``Transpose`` -> ``TRANSPOSE`` (the ONNX
   perm composed with NHWC -> NCHW), ``Pad`` (constant 0) -> ``PAD``, ``Concat`` -> ``CONCATENATION``; in int8 the
   data-movement ops keep their input's quantization (a ``QUANTIZE`` to the output's grid after them, or, for
   ``Concat``, before them, as TFLite requires every input on the output's grid). In a QDQ graph from elsewhere
@@ -43,7 +54,8 @@ The rewrite, node by node in the ONNX graph's (topological) order:
 
 Preconditions: static shapes apart from a symbolic batch dimension (the file is written for batch 1,
 with shape_signature -1 so LiteRT can resize it), int8 QDQ as written by ``QuantizeInt8``. Any node
-outside ``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node. The toolkit metadata
+outside ``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node, before anything is lowered; a
+lowering that meets a form it did not foresee raises ``PassError`` naming the node, never a bare KeyError. The toolkit metadata
 (``Meta.to_json()``) is stored in the TFLite metadata entry ``edge``; ``io="int8"`` drops the edge
 QUANTIZE / DEQUANTIZE (for NPUs) and records the I/O scales there.
 

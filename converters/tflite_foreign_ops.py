@@ -12,8 +12,8 @@ and output, float otherwise, and refuses an attribute it cannot express with one
 * ``Resize`` (4-D, scaling H and W only) -> ``RESIZE_NEAREST_NEIGHBOR`` for mode nearest with
   asymmetric + floor (PyTorch's export) or half_pixel + round_prefer_floor on integer upscales, and
   ``RESIZE_BILINEAR`` for mode linear with align_corners, asymmetric, half_pixel or pytorch_half_pixel.
-* ``ConvTranspose`` (2-D, group 1, no dilation) -> ``TRANSPOSE_CONV`` with pads TFLite's SAME or VALID
-  reproduces; int8 with per-channel weights and an int32 bias. Its output shape is a constant tensor, so a
+* ``ConvTranspose`` (2-D, group 1, no dilation) -> ``TRANSPOSE_CONV`` with the pads TFLite's SAME or VALID
+  reproduce, else VALID and a ``STRIDED_SLICE`` of the ONNX output's window (PyTorch's output_padding); int8 with per-channel weights and an int32 bias. Its output shape is a constant tensor, so a
   file with one declares batch 1 (shape signature 1, not -1).
 """
 
@@ -191,6 +191,12 @@ class ForeignOps:
         strides = list(_attr(node, "strides", [1, 1]))
         out_shape = self.shapes[node.output[0]]
         padding = self._transpose_conv_padding(node, x.shape[2:], out_shape[2:], (kh, kw), strides)
+        crop = None
+        if padding is None:  # e.g. PyTorch's output_padding: the full VALID output, then the ONNX window of it
+            crop = self._transpose_conv_crop(node, x.shape[2:], out_shape[2:], (kh, kw), strides)
+            final_shape = out_shape
+            out_shape = (*out_shape[:2], *[(i - 1) * s + k for i, s, k in zip(x.shape[2:], strides, (kh, kw))])
+            padding = self.s.Padding.VALID
         quantized = self._int8_inputs(node, [0]) and w_scale is not None and weights.dtype == np.int8
         bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
         out_q = self._output_quantization(node.output[0]) if quantized else None
@@ -216,11 +222,35 @@ class ForeignOps:
         self.batch_one_only = True  # the output shape is a constant, batch included
         out.producer = self._op("TRANSPOSE_CONV", [self._const_i32(nhwc_shape), w_index, x.tensor, b_index],
                                 [out.tensor], options)
+        if crop is not None:
+            self.tensors[out.tensor].name = f"{node.output[0]}_full"
+            begin = [0, crop[0], crop[1], 0]
+            end = [final_shape[0], crop[0] + final_shape[2], crop[1] + final_shape[3], final_shape[1]]
+            cropped = self._like(out, node.output[0], final_shape, "nhwc")
+            cropped.producer = self._op("STRIDED_SLICE", [out.tensor, self._const_i32(begin), self._const_i32(end),
+                                                          self._const_i32([1, 1, 1, 1])], [cropped.tensor],
+                                        self.s.StridedSliceOptionsT())
+            out = cropped
         self._finish(node, out, out_q)
 
+    def _transpose_conv_crop(self, node: onnx.NodeProto, size: tuple[int, ...], out: tuple[int, ...],
+                             kernel: tuple[int, int], strides: list[int]) -> tuple[int, int]:
+        """(top, left) of the ONNX output inside the full transposed output, which must contain it."""
+        auto_pad = _text(_attr(node, "auto_pad", "NOTSET"))
+        full = [(i - 1) * s + k for i, s, k in zip(size, strides, kernel)]
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            total = [f - o for f, o in zip(full, out)]
+            begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        else:
+            begin = list(_attr(node, "pads", [0, 0, 0, 0]))[:2]
+        if any(b < 0 or b + o > f for b, o, f in zip(begin, out, full)):
+            raise self._fail(node, f"its output {list(out)} reaches beyond the transposed convolution's "
+                                   f"{list(full)} (output_padding larger than the end pads).")
+        return begin[0], begin[1]
+
     def _transpose_conv_padding(self, node: onnx.NodeProto, size: tuple[int, ...], out: tuple[int, ...],
-                                kernel: tuple[int, int], strides: list[int]) -> int:
-        """SAME or VALID, whichever crops the full transposed output where the ONNX pads do."""
+                                kernel: tuple[int, int], strides: list[int]) -> int | None:
+        """SAME or VALID, whichever crops the full transposed output where the ONNX pads do; None if neither."""
         auto_pad = _text(_attr(node, "auto_pad", "NOTSET"))
         pads = list(_attr(node, "pads", [0, 0, 0, 0]))
         full = [(i - 1) * s + k for i, s, k in zip(size, strides, kernel)]
@@ -239,5 +269,4 @@ class ForeignOps:
                              for o, k, s, i in zip(out, kernel, strides, size))
             if forward_ok and tflite_begin == list(begin):
                 return padding
-        raise self._fail(node, f"pads {pads} with output shape {list(out)} are neither TFLite's SAME nor VALID "
-                               f"for a transposed convolution.")
+        return None

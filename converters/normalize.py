@@ -14,7 +14,8 @@ graphs that are valid ONNX but trip onnxruntime's quantizer or hide constants fr
 4. ``BatchNormalization`` after a Conv, ConvTranspose or Gemm with constant weights that nothing else
    reads is folded into them; any other one becomes ``Mul`` + ``Add`` by per-channel constants.
 5. ``Gemm`` with ``alpha`` / ``beta`` not 1 gets them folded into its constant B / C; ``transA`` = 1
-   becomes a ``Transpose`` before it.
+   becomes a ``Transpose`` before it; a (1, N) bias of a Gemm, or of an Add after a MatMul, becomes (N,)
+   (onnxruntime's quantizer fails on 2-D Gemm biases).
 6. ``Sub`` / ``Div`` by a constant become ``Add`` / ``Mul`` by its negation / reciprocal, and
    ``HardSigmoid`` becomes ``Mul`` + ``Add`` + ``Clip(0, 1)``: ops the int8 kernels have.
 
@@ -78,7 +79,7 @@ def _pipeline(upgrade: bool) -> list[Callable[[onnx.ModelProto], str | None]]:
     if upgrade:
         steps.append(_upgrade_opset)
     steps += [_constants_to_initializers, _fold_constants, _drop_identities, _fold_batch_norms, _normalize_gemms,
-              _sub_div_by_constants, fuse_hard_swish, _expand_hard_sigmoids]
+              _flatten_row_biases, _sub_div_by_constants, fuse_hard_swish, _expand_hard_sigmoids]
     return steps
 
 
@@ -359,6 +360,36 @@ def _normalize_gemms(model: onnx.ModelProto) -> str | None:
         if touched:
             changed.append(node.name)
     return f"Gemm alpha/beta/transA folded ({', '.join(changed)})" if changed else None
+
+
+def _flatten_row_biases(model: onnx.ModelProto) -> str | None:
+    """A (1, N) bias of a Gemm, or of an Add after a MatMul / Gemm, becomes (N,): the same broadcast.
+
+    onnxruntime's quantizer fails on a 2-D Gemm bias ("The truth value of an array ... is ambiguous"), and its
+    optimizer turns MatMul + Add into such a Gemm; old exporters write biases as (1, N) rows.
+    """
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    changed = []
+    for node in graph.node:
+        if node.domain:
+            continue
+        if node.op_type == "Gemm" and len(node.input) > 2:
+            slots = [2]
+        elif node.op_type == "Add" and len(node.input) == 2:
+            slots = [i for i in (0, 1) if producer.get(node.input[1 - i]) is not None
+                     and producer[node.input[1 - i]].op_type in ("MatMul", "Gemm")]
+        else:
+            continue
+        for slot in slots:
+            value = _initializer(graph, node.input[slot])
+            if value is None or value.ndim != 2 or value.shape[0] != 1:
+                continue
+            name = f"{node.input[slot]}_row"
+            _set_initializer(graph, name, value.reshape(-1))
+            node.input[slot] = name
+            changed.append(node.name)
+    return f"(1, N) biases flattened to (N,) ({', '.join(changed)})" if changed else None
 
 
 # -- 6. ops int8 kernels lack -----------------------------------------------------------------------

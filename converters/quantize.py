@@ -189,7 +189,8 @@ def quantize_static_model(
         onnx.save(_normalized_model(artifact, owner), source)
         chatter = io.StringIO()  # onnxruntime's calibrators print progress to stdout
         try:
-            with contextlib.redirect_stdout(chatter):
+            # stderr too: quant_pre_process logs a traceback of its optimizer's failure before raising
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
                 _undo_hard_swish_inlining(prepared)
                 # 16-bit activations make quantize_static move the graph to opset 21, whose standard

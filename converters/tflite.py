@@ -276,8 +276,15 @@ class _Exporter(ForeignOps):
                 raise PassError("internal: a flattened NHWC tensor reached an op other than Gemm")
             perm = _NHWC if layout == "nhwc" else _NCHW
             out = self._like(value, f"{self.tensors[value.tensor].name}_{layout}", value.shape, layout)
-            out.producer = self._op("TRANSPOSE", [value.tensor, self._const_i32(perm)], [out.tensor],
-                                    self.s.TransposeOptionsT())
+            if value.shape[1] == 1 or value.shape[2] * value.shape[3] == 1:  # the bytes keep their order
+                physical = [out.shape[i] for i in (_NHWC if layout == "nhwc" else range(4))]
+                target = [-1, *physical[1:]]
+                options = self.s.ReshapeOptionsT()
+                options.newShape = target
+                out.producer = self._op("RESHAPE", [value.tensor, self._const_i32(target)], [out.tensor], options)
+            else:
+                out.producer = self._op("TRANSPOSE", [value.tensor, self._const_i32(perm)], [out.tensor],
+                                        self.s.TransposeOptionsT())
             self.cache[key] = out
         return self.cache[key]
 

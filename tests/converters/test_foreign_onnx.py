@@ -104,7 +104,7 @@ def opset8_cnn() -> onnx.ModelProto:
     return graph_model(nodes, [1, 1, 8, 8], [1, 10], 8, inputs_too=True,
                        w=RNG.normal(size=(4, 1, 3, 3)).astype(np.float32), b=RNG.normal(size=4).astype(np.float32),
                        shape=np.array([1, 64], np.int64), fc=(0.2 * RNG.normal(size=(64, 10))).astype(np.float32),
-                       fcb=RNG.normal(size=10).astype(np.float32))
+                       fcb=RNG.normal(size=(1, 10)).astype(np.float32))  # a (1, N) row: the quantizer's 'ambiguous'
 
 
 X8 = RNG.normal(size=(32, 1, 8, 8)).astype(np.float32)
@@ -210,6 +210,14 @@ def _gemm(**attributes: float) -> onnx.ModelProto:
 @pytest.mark.parametrize("attributes", [{"transB": 1}, {"alpha": 0.5, "beta": 2.0}, {"alpha": 3.0, "transB": 1}])
 def test_gemm_attributes(attributes: dict) -> None:
     check_int8(_gemm(**attributes), RNG.normal(size=(32, 6)).astype(np.float32), ("FULLY_CONNECTED",))
+
+
+def test_gemm_with_a_row_bias() -> None:
+    """A (1, N) bias made onnxruntime's quantizer fail with 'truth value of an array is ambiguous'."""
+    nodes = [helper.make_node("Gemm", ["x", "b", "c"], ["y"], name="gemm")]
+    model = graph_model(nodes, ["N", 6], None, 11, b=RNG.normal(size=(6, 4)).astype(np.float32),
+                        c=RNG.normal(size=(1, 4)).astype(np.float32))
+    check_int8(model, RNG.normal(size=(32, 6)).astype(np.float32), ("FULLY_CONNECTED",))
 
 
 def test_gemm_trans_a_becomes_a_transpose() -> None:
@@ -361,7 +369,8 @@ def test_tf2onnx_style_nhwc_input_with_transpose() -> None:
     model = graph_model(nodes, ["unk__1", 5, 5, 3], None, 13, w=RNG.normal(size=(6, 3, 3, 3)).astype(np.float32),
                         b=RNG.normal(size=6).astype(np.float32), axes=np.array([2, 3], np.int64),
                         fc=RNG.normal(size=(6, 4)).astype(np.float32), fcb=RNG.normal(size=4).astype(np.float32))
-    check_int8(model, RNG.normal(size=(32, 5, 5, 3)).astype(np.float32), ("CONV_2D", "MEAN", "FULLY_CONNECTED"))
+    ops = check_int8(model, RNG.normal(size=(32, 5, 5, 3)).astype(np.float32), ("CONV_2D", "FULLY_CONNECTED"))
+    assert "TRANSPOSE" not in ops  # the input is NHWC already; the (N, C, 1, 1) mean is reshaped, not transposed
 
 
 def test_mlp_with_an_onnx_ml_head_is_refused_naming_the_op() -> None:

@@ -199,7 +199,8 @@ _NOT_FOLDED = ("QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUnif
 def _evaluate(evaluator: type, graph: onnx.GraphProto, node: onnx.NodeProto, opset: int) -> list[np.ndarray]:
     """The outputs of ``node`` on its constant inputs."""
     feeds = {n: _initializer(graph, n) for n in node.input if n}
-    single = helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, 0, None) for o in node.output if o],
+    outputs = [helper.make_tensor_value_info(o, 0, None) for o in node.output if o]
+    single = helper.make_graph([node], "fold", [], outputs,
                                [numpy_helper.from_array(v, k) for k, v in feeds.items()])
     model = helper.make_model(single, opset_imports=[helper.make_opsetid("", opset or TARGET_OPSET)])
     return list(evaluator(model).run(None, {}))

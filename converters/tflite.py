@@ -35,11 +35,12 @@ node in the ONNX graph's (topological) order:
   ``Squeeze`` / ``Unsqueeze``, ``Split``, ``Resize``, ``ConvTranspose``. ``LSTM`` / ``GRU`` / ``RNN`` are refused
   with the reason (they stay float in ``QuantizeInt8`` and run in onnxruntime).
 * ``GlobalAveragePool`` / ``ReduceMean`` -> ``MEAN`` (axes mapped to NHWC; an int8 spatial mean that rescales is
-  a ``DEPTHWISE_CONV_2D`` with weights 1/(H*W) instead, which rounds once, as onnxruntime does), ``Transpose`` -> ``TRANSPOSE`` (the ONNX
-  perm composed with NHWC -> NCHW), ``Pad`` (constant 0) -> ``PAD``, ``Concat`` -> ``CONCATENATION``; in int8 the
-  data-movement ops keep their input's quantization (a ``QUANTIZE`` to the output's grid after them, or, for
-  ``Concat``, before them, as TFLite requires every input on the output's grid). In a QDQ graph from elsewhere
-  that leaves them in float they are int8 only where their reader quantizes its input.
+  a ``DEPTHWISE_CONV_2D`` with weights 1/(H*W) instead, which rounds once, as onnxruntime does), ``Transpose``
+  -> ``TRANSPOSE`` (the ONNX perm composed with NHWC -> NCHW), ``Pad`` (constant 0) -> ``PAD``, ``Concat`` ->
+  ``CONCATENATION``; in int8 the data-movement ops keep their input's quantization (a ``QUANTIZE`` to the
+  output's grid after them, or, for ``Concat``, before them, as TFLite requires every input on the output's
+  grid). In a QDQ graph from elsewhere that leaves them in float they are int8 only where their reader quantizes
+  its input.
 * Nodes the quantizer left in float (between a ``DequantizeLinear`` and a ``QuantizeLinear``) are
   lowered as float TFLite ops with ``DEQUANTIZE``/``QUANTIZE`` around them, which is what the ONNX
   graph computes; a fully int8 file needs the quantizer run without float exclusions. A graph without any
@@ -52,11 +53,11 @@ node in the ONNX graph's (topological) order:
   ``Slice`` -> ``STRIDED_SLICE``, ``ReduceSum`` -> ``SUM``. These ops run in float; none may touch the
   batch axis.
 
-Preconditions: static shapes apart from a symbolic batch dimension (the file is written for batch 1,
-with shape_signature -1 so LiteRT can resize it), int8 QDQ as written by ``QuantizeInt8``. Any node
-outside ``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node, before anything is lowered; a
-lowering that meets a form it did not foresee raises ``PassError`` naming the node, never a bare KeyError. The toolkit metadata
-(``Meta.to_json()``) is stored in the TFLite metadata entry ``edge``; ``io="int8"`` drops the edge
+Preconditions: static shapes apart from a symbolic batch dimension (the file is written for batch 1, with
+shape_signature -1 so LiteRT can resize it), int8 QDQ as written by ``QuantizeInt8``. Any node outside
+``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node, before anything is lowered; a lowering that
+meets a form it did not foresee raises ``PassError`` naming the node, never a bare KeyError. The toolkit
+metadata (``Meta.to_json()``) is stored in the TFLite metadata entry ``edge``; ``io="int8"`` drops the edge
 QUANTIZE / DEQUANTIZE (for NPUs) and records the I/O scales there.
 
 Numerics: TFLite kernels requantize with fixed-point multipliers and two roundings, onnxruntime with
@@ -395,9 +396,11 @@ class _Exporter(ForeignOps):
         graph = self.model.graph
         for node in graph.node:  # an op without any lowering is named before anything else (the I/O checks included)
             if node.domain or not hasattr(self, f"_lower_{node.op_type}"):
-                reason = UNSUPPORTED_REASONS.get(node.op_type, f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}")
+                known = f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}"
+                reason = UNSUPPORTED_REASONS.get(node.op_type, known)
                 domain = f" (domain '{node.domain}')" if node.domain else ""
-                raise PassError(f"{node.op_type}{domain} {_node_label(node)} cannot be lowered to TFLite yet; {reason}.")
+                raise PassError(f"{node.op_type}{domain} {_node_label(node)} cannot be lowered to TFLite yet; "
+                                f"{reason}.")
         inputs = []
         for spec in graph.input:
             if spec.name in self.init:

@@ -13,8 +13,9 @@ and output, float otherwise, and refuses an attribute it cannot express with one
   asymmetric + floor (PyTorch's export) or half_pixel + round_prefer_floor on integer upscales, and
   ``RESIZE_BILINEAR`` for mode linear with align_corners, asymmetric, half_pixel or pytorch_half_pixel.
 * ``ConvTranspose`` (2-D, group 1, no dilation) -> ``TRANSPOSE_CONV`` with the pads TFLite's SAME or VALID
-  reproduce, else VALID and a ``STRIDED_SLICE`` of the ONNX output's window (PyTorch's output_padding); int8 with per-channel weights and an int32 bias. Its output shape is a constant tensor, so a
-  file with one declares batch 1 (shape signature 1, not -1).
+  reproduce, else VALID and a ``STRIDED_SLICE`` of the ONNX output's window (PyTorch's output_padding); int8
+  with per-channel weights and an int32 bias. Its output shape is a constant tensor, so a file with one declares
+  batch 1 (shape signature 1, not -1).
 """
 
 from __future__ import annotations

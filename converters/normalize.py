@@ -166,8 +166,9 @@ def _fold_constants(model: onnx.ModelProto) -> str | None:
         inputs = [n for n in node.input if n]
         foldable = not node.domain and node.op_type not in _NOT_FOLDED and not any(o in outputs for o in node.output)
         value = None
-        if foldable and node.op_type == "Shape" and node.input[0] in static and not node.attribute:
-            value = [np.array(static[node.input[0]], np.int64)]
+        if foldable and node.op_type == "Shape" and node.input[0] in static:  # opset 15 adds start / end
+            start, end = _attr(node, "start", 0), _attr(node, "end", None)
+            value = [np.array(static[node.input[0]][start:end], np.int64)]
         elif foldable and inputs and all(n in known for n in inputs):
             try:
                 value = _evaluate(ReferenceEvaluator, graph, node, default_opset(model))

@@ -89,8 +89,8 @@ def _normalized_model(artifact: Artifact, owner: str) -> onnx.ModelProto:
         log.info("%s: %s", owner, note)
     recurrent = [f"{n.op_type} '{n.name}'" for n in model.graph.node if n.op_type in RECURRENT_OPS]
     if recurrent:
-        log.warning("%s: %s stay in float (onnxruntime's static quantizer has no int8 recurrent cells); the TFLite "
-                    "exporter does not lower them", owner, ", ".join(recurrent))
+        log.warning("%s: recurrent cells stay in float (onnxruntime's static quantizer has no int8 ones; the TFLite "
+                    "exporter does not lower them): %s", owner, ", ".join(recurrent))
     return model
 
 

@@ -394,13 +394,16 @@ class _Exporter(ForeignOps):
     # -- the walk ---------------------------------------------------------------------------------
     def run(self) -> bytes:
         graph = self.model.graph
-        for node in graph.node:  # an op without any lowering is named before anything else (the I/O checks included)
-            if node.domain or not hasattr(self, f"_lower_{node.op_type}"):
-                known = f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}"
-                reason = UNSUPPORTED_REASONS.get(node.op_type, known)
-                domain = f" (domain '{node.domain}')" if node.domain else ""
-                raise PassError(f"{node.op_type}{domain} {_node_label(node)} cannot be lowered to TFLite yet; "
-                                f"{reason}.")
+        missing = [n for n in graph.node if n.domain or not hasattr(self, f"_lower_{n.op_type}")]
+        # an op without any lowering is named before anything else (the I/O checks included); one with a known
+        # reason (a recurrent cell) first, rather than the Shape plumbing around it
+        missing.sort(key=lambda n: n.op_type not in UNSUPPORTED_REASONS)
+        if missing:
+            node = missing[0]
+            known = f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}"
+            reason = UNSUPPORTED_REASONS.get(node.op_type, known)
+            domain = f" (domain '{node.domain}')" if node.domain else ""
+            raise PassError(f"{node.op_type}{domain} {_node_label(node)} cannot be lowered to TFLite yet; {reason}.")
         inputs = []
         for spec in graph.input:
             if spec.name in self.init:

@@ -487,3 +487,13 @@ def test_rescaling_spatial_mean_is_one_rounding_and_exact(node: onnx.NodeProto) 
     litert = np.concatenate([session.run({"x": t[None]})[0] for t in x])
     np.testing.assert_array_equal(litert, want)
     np.testing.assert_array_equal(TFLMSession(data).run({"x": x})[0], want)
+
+
+def test_a_recurrent_cell_is_named_before_other_unsupported_ops() -> None:
+    hidden = 2
+    nodes = [helper.make_node("Einsum", ["x"], ["t"], name="to_time_major", equation="btf->tbf"),
+             helper.make_node("GRU", ["t", "w", "r"], ["", "y"], name="gru", hidden_size=hidden)]
+    model = graph_model(nodes, ["N", 5, 3], None, 13, w=RNG.normal(size=(1, 3 * hidden, 3)).astype(np.float32),
+                        r=RNG.normal(size=(1, 3 * hidden, hidden)).astype(np.float32))
+    with pytest.raises(PassError, match=r"^GRU node 'gru' cannot be lowered to TFLite yet; recurrent cells"):
+        export_tflite(Artifact.from_model(model))

@@ -153,8 +153,24 @@ def _fold_constants(model: onnx.ModelProto) -> str | None:
     """Evaluate nodes whose inputs are all constants (and Shape of a static tensor) with onnx's reference runtime.
 
     Legacy exporters compute Reshape targets at run time (Shape -> Gather -> Unsqueeze -> Concat, Cast); a
-    quantization DequantizeLinear of a weight is left alone, since it is how int8 weights are stored.
+    quantization DequantizeLinear of a weight is left alone, since it is how int8 weights are stored. Folding
+    one Reshape target makes the shapes after it static, so this repeats until nothing more folds.
     """
+    total = 0
+    for _ in range(MAX_FOLD_ROUNDS):
+        folded = _fold_constants_once(model)
+        total += folded
+        if not folded:
+            break
+    return f"{total} nodes of constants folded" if total else None
+
+
+#: Rounds of constant folding (each one can make more shapes static); ShuffleNet needs one per block.
+MAX_FOLD_ROUNDS = 64
+
+
+def _fold_constants_once(model: onnx.ModelProto) -> int:
+    """One round of ``_fold_constants``; returns how many nodes it folded."""
     from onnx.reference import ReferenceEvaluator
 
     graph = model.graph
@@ -183,13 +199,13 @@ def _fold_constants(model: onnx.ModelProto) -> str | None:
                 known.add(name)
         folded += 1
     if not folded:
-        return None
+        return 0
     _set_nodes(graph, keep)
     used = {n for node in graph.node for n in node.input} | outputs
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    return f"{folded} nodes of constants folded"
+    return folded
 
 
 #: Ops never folded: a DequantizeLinear of an int8 weight is the weight; random ops differ per run.

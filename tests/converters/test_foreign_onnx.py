@@ -497,3 +497,10 @@ def test_a_recurrent_cell_is_named_before_other_unsupported_ops() -> None:
                         r=RNG.normal(size=(1, 3 * hidden, hidden)).astype(np.float32))
     with pytest.raises(PassError, match=r"^GRU node 'gru' cannot be lowered to TFLite yet; recurrent cells"):
         export_tflite(Artifact.from_model(model))
+
+
+def test_every_listed_op_has_a_lowering_and_every_lowering_is_listed() -> None:
+    from converters.tflite import SUPPORTED_OPS, _Exporter
+
+    lowered = {name[len("_lower_"):] for name in dir(_Exporter) if name.startswith("_lower_")}
+    assert lowered == set(SUPPORTED_OPS)

@@ -504,3 +504,21 @@ def test_every_listed_op_has_a_lowering_and_every_lowering_is_listed() -> None:
 
     lowered = {name[len("_lower_"):] for name in dir(_Exporter) if name.startswith("_lower_")}
     assert lowered == set(SUPPORTED_OPS)
+
+
+def test_keras_through_tf2onnx_flattens_in_nhwc_order_without_transposes() -> None:
+    """Keras Conv2D -> Flatten -> Dense -> softmax as tf2onnx writes it: NCHW only around the Conv."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="to_nchw", perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "w", "b"], ["c"], name="conv2d", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["r"], ["h"], name="to_nhwc", perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["h", "shape"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "fc"], ["m"], name="dense"),
+             helper.make_node("Add", ["m", "fcb"], ["logits"], name="dense_bias"),
+             helper.make_node("Softmax", ["logits"], ["y"], name="softmax")]
+    model = graph_model(nodes, ["unk__1", 4, 6, 2], None, 13, w=RNG.normal(size=(3, 2, 3, 3)).astype(np.float32),
+                        b=RNG.normal(size=3).astype(np.float32), shape=np.array([-1, 72], np.int64),
+                        fc=(0.3 * RNG.normal(size=(72, 5))).astype(np.float32),
+                        fcb=RNG.normal(size=5).astype(np.float32))
+    ops = check_int8(model, RNG.normal(size=(32, 4, 6, 2)).astype(np.float32), ("CONV_2D", "FULLY_CONNECTED"))
+    assert "TRANSPOSE" not in ops, ops

@@ -100,7 +100,8 @@ SUPPORTED_OPS = {
     "Gemm": "FULLY_CONNECTED (transA, alpha and beta folded by converters.normalize when B and C are constants)",
     "MatMul": "FULLY_CONNECTED (B a constant 2-D matrix; inputs of rank > 2 keep their leading axes)",
     "Relu": "fused RELU activation, or RELU",
-    "Flatten": "RESHAPE (fully connected weights permuted to NHWC order), + TRANSPOSE if not feeding Gemm",
+    "Flatten": "RESHAPE (fully connected weights permuted to NHWC order), + TRANSPOSE if not feeding Gemm / MatMul; "
+               "axis > 1 as a plain RESHAPE",
     "Reshape": "RESHAPE (constant shape)",
     "AveragePool": "AVERAGE_POOL_2D (2-D, no ceil_mode, VALID or SAME without counting pads); "
                    "DEPTHWISE_CONV_2D with weights 1/k when int8 and rescaling (see integer_scales)",
@@ -730,9 +731,12 @@ class _Exporter(ForeignOps):
 
     def _lower_Flatten(self, node: onnx.NodeProto) -> None:
         x = self._input(node, 0)
-        axis = _attr(node, "axis", 1)
-        if axis != 1:
-            raise self._fail(node, f"only axis=1 is supported; got axis={axis}.")
+        axis = _attr(node, "axis", 1) % max(len(x.shape), 1)
+        if axis == 0:
+            raise self._fail(node, "axis=0 folds the batch axis into the features, which the TFLite file leaves free.")
+        if axis != 1:  # (N * C * ..., rest): RESHAPE's -1 takes whatever batch comes
+            self._reshape(node, self._as(x, "nchw"), self.shapes[node.output[0]], "plain")
+            return
         self._flatten(node, x, (x.shape[0], int(np.prod(x.shape[1:]))))
 
     def _flatten(self, node: onnx.NodeProto, x: _Value, shape: tuple[int, ...]) -> None:

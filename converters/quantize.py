@@ -108,6 +108,12 @@ def _calibration_feed(artifact: Artifact, calibration: np.ndarray, owner: str) -
         raise PassError(f"{owner} quantizes models with a float input; the input '{inputs[0].name}' is "
                         f"{np.dtype(dtype).name} (the model is already integer, or takes token ids).")
     dims = tensor_type.shape.dim
+    wanted = [d.dim_value if d.HasField("dim_value") else None for d in dims][1:]
+    got = list(calibration.shape[1:])
+    if dims and (len(wanted) != len(got) or any(w is not None and w != g for w, g in zip(wanted, got))):
+        shown = ", ".join(str(d.dim_value) if d.HasField("dim_value") else "N" for d in dims)
+        raise PassError(f"{owner}: the calibration trials have shape {tuple(got)} each; the model input "
+                        f"'{inputs[0].name}' takes ({shown}). Give data in the model's input layout.")
     batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1 else 1
     if len(calibration) < batch:
         raise PassError(f"{owner}: the model takes batches of exactly {batch} trials; the calibration data has "

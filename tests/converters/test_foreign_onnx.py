@@ -418,6 +418,8 @@ def test_fixed_batch_of_four_calibrates_four_trials_at_a_time() -> None:
     assert "QuantizeLinear" in [n.op_type for n in int8.model.graph.node]
     with pytest.raises(PassError, match=r"batches of exactly 4 trials; the calibration data has 2"):
         QuantizeInt8()(Artifact.from_model(model), RNG.normal(size=(2, 6)).astype(np.float32))
+    with pytest.raises(PassError, match=r"trials have shape \(5,\) each; the model input 'x' takes \(4, 6\)"):
+        QuantizeInt8()(Artifact.from_model(model), RNG.normal(size=(8, 5)).astype(np.float32))
 
 
 def opset7_cnn() -> onnx.ModelProto:

@@ -17,6 +17,11 @@
   constant weight, as ``com.microsoft.MatMulNBits``. A model without such a MatMul is returned unchanged
   (the pass does not fire; the reason is logged and recorded in provenance).
 
+Before quantizing, the graph is normalised (``converters.normalize``) so graphs from other exporters quantize:
+old opsets upgraded to 13, initializers listed as inputs made constants, constants and BatchNormalization folded.
+Add, Mul, LeakyRelu, PRelu and HardSwish are quantized too (``EXTRA_QDQ_OP_TYPES``), so residual and
+squeeze-excite networks export fully int8; LSTM / GRU / RNN stay in float with a warning.
+
 Mixed precision under an accuracy budget lives in ``converters.mixed_precision``.
 """
 
@@ -35,6 +40,7 @@ import onnx
 from onnx import numpy_helper
 
 from converters.integer_scales import exact_requantization, tie_free_average_pools
+from converters.normalize import fuse_hard_swish, normalize_graph
 from edge.artifact import Artifact
 from edge.errors import PassError
 
@@ -43,11 +49,14 @@ log = logging.getLogger("edge")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 #: Ops onnxruntime's QDQ quantizer leaves in float by default that int8 engines run in integer (lookup tables,
 #: MEAN, CONCATENATION); without them an EEGNet's ELU (and the pooling after it) would stay float between DQ and Q.
-EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean")
+EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean", "Add", "Mul",
+                      "LeakyRelu", "PRelu", "HardSwish")
 #: The int8 output quantization TFLite's kernels fix for these ops (scale, zero point); calibrating them
 #: instead would give a file LiteRT refuses.
 FIXED_OUTPUT_QUANTIZATION = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128), "Tanh": (1 / 128, 0)}
 ACTIVATION_TYPES = ("int8", "int16")
+#: Recurrent cells: quantize-int8 leaves them in float (evaluated in onnxruntime, not exported to TFLite).
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 
 
 def check_calibrate_method(owner: str, calibrate: str) -> None:
@@ -71,6 +80,52 @@ def _plain_model(artifact: Artifact) -> onnx.ModelProto:
     del model.metadata_props[:]
     model.ir_version = min(model.ir_version, 10)
     return model
+
+
+def _normalized_model(artifact: Artifact, owner: str) -> onnx.ModelProto:
+    """``_plain_model`` normalised for the quantizer (``converters.normalize``), with what changed logged."""
+    model, notes = normalize_graph(_plain_model(artifact))
+    for note in notes:
+        log.info("%s: %s", owner, note)
+    recurrent = [f"{n.op_type} '{n.name}'" for n in model.graph.node if n.op_type in RECURRENT_OPS]
+    if recurrent:
+        log.warning("%s: recurrent cells stay in float (onnxruntime's static quantizer has no int8 ones; the TFLite "
+                    "exporter does not lower them): %s", owner, ", ".join(recurrent))
+    return model
+
+
+def _calibration_feed(artifact: Artifact, calibration: np.ndarray, owner: str) -> tuple[np.ndarray, int]:
+    """The trials in the model input's own dtype, and how many the model takes at once (its fixed batch, or 1)."""
+    graph = artifact.model.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise PassError(f"{owner} calibrates models with one input; this one has {len(inputs)} "
+                        f"({', '.join(i.name for i in inputs)}).")
+    tensor_type = inputs[0].type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type) if tensor_type.elem_type else np.float32
+    if not np.issubdtype(dtype, np.floating):
+        raise PassError(f"{owner} quantizes models with a float input; the input '{inputs[0].name}' is "
+                        f"{np.dtype(dtype).name} (the model is already integer, or takes token ids).")
+    dims = tensor_type.shape.dim
+    wanted = [d.dim_value if d.HasField("dim_value") else None for d in dims][1:]
+    got = list(calibration.shape[1:])
+    if dims and (len(wanted) != len(got) or any(w is not None and w != g for w, g in zip(wanted, got))):
+        shown = ", ".join(str(d.dim_value) if d.HasField("dim_value") else "N" for d in dims)
+        raise PassError(f"{owner}: the calibration trials have shape {tuple(got)} each; the model input "
+                        f"'{inputs[0].name}' takes ({shown}). Give data in the model's input layout.")
+    batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1 else 1
+    if len(calibration) < batch:
+        raise PassError(f"{owner}: the model takes batches of exactly {batch} trials; the calibration data has "
+                        f"{len(calibration)}.")
+    return calibration.astype(dtype), batch
+
+
+def _undo_hard_swish_inlining(path: Path) -> None:
+    """Fuse back the HardSwish that onnxruntime's optimizer inlined, so it quantizes as one int8 op."""
+    model = onnx.load(path)
+    if fuse_hard_swish(model):
+        onnx.save(model, path)
 
 
 def _check_node_names(owner: str, artifact: Artifact, names: list[str], what: str) -> None:
@@ -111,11 +166,11 @@ def quantize_static_model(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = artifact.meta.inputs[0].name
-    trials = calibration.astype(np.float32)
+    trials, batch = _calibration_feed(artifact, calibration, owner)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(trials[i : i + 1] for i in range(len(trials)))
+            self._batches = iter(trials[i : i + batch] for i in range(0, len(trials) - batch + 1, batch))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
@@ -137,11 +192,13 @@ def quantize_static_model(
         extra["TensorQuantOverrides"] = overrides
     with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
         source, prepared, output = (Path(tmp) / n for n in ("in.onnx", "prep.onnx", "out.onnx"))
-        onnx.save(_plain_model(artifact), source)
+        onnx.save(_normalized_model(artifact, owner), source)
         chatter = io.StringIO()  # onnxruntime's calibrators print progress to stdout
         try:
-            with contextlib.redirect_stdout(chatter):
+            # stderr too: quant_pre_process logs a traceback of its optimizer's failure before raising
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+                _undo_hard_swish_inlining(prepared)
                 # 16-bit activations make quantize_static move the graph to opset 21, whose standard
                 # QuantizeLinear/DequantizeLinear take int16: no contrib ops needed, ORT CPU runs it.
                 quantize_static(
@@ -249,7 +306,7 @@ class QuantizeDynamicInt8:
         _check_node_names(self.name, artifact, self.exclude, "exclude")
         with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
             source, output = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-            onnx.save(_plain_model(artifact), source)
+            onnx.save(_normalized_model(artifact, self.name), source)
             try:
                 quantize_dynamic(str(source), str(output), op_types_to_quantize=list(self.op_types),
                                  per_channel=self.per_channel, weight_type=QuantType.QInt8,

@@ -1,6 +1,9 @@
 """Export a QDQ int8 ONNX artifact as an int8 TFLite flatbuffer, written with LiteRT's schema.
 
-The rewrite, node by node in the ONNX graph's (topological) order:
+The graph is first normalised (``converters.normalize``: initializers listed as inputs become constants,
+old opsets are upgraded, constants folded, BatchNormalization folded, Gemm attributes, Sub/Div by constants
+and HardSigmoid rewritten), so graphs from other exporters take the same path. Then the rewrite, node by
+node in the ONNX graph's (topological) order:
 
 * ``QuantizeLinear``/``DequantizeLinear`` pairs on activations become the int8 tensors' quantization
   (same scales and zero points as the ONNX model); ``DequantizeLinear`` on int8/int32 initializers
@@ -8,8 +11,10 @@ The rewrite, node by node in the ONNX graph's (topological) order:
   layout: ``QUANTIZE`` after the input, ``DEQUANTIZE`` before the output.
 * ONNX activations are NCHW, TFLite kernels NHWC: a ``TRANSPOSE`` is inserted where a layout change is
   needed (after the input, before the output); conv weights are rewritten OIHW -> OHWI (depthwise:
-  1HWO); a ``Flatten`` feeding only ``Gemm`` nodes is lowered to a plain ``RESHAPE`` of the NHWC
-  tensor and the fully connected weight columns are permuted to H, W, C order instead.
+  1HWO); a ``Flatten`` (or a ``Reshape`` to (N, -1)) feeding only ``Gemm`` / ``MatMul`` nodes is lowered
+  to a plain ``RESHAPE`` of the NHWC tensor and the fully connected weight columns are permuted to H, W, C
+  order instead; a ``Transpose`` NCHW <-> NHWC whose result is the TFLite tensor's own order (tf2onnx's
+  NHWC inputs) writes nothing.
 * ``Conv`` -> ``CONV_2D`` (group 1) or ``DEPTHWISE_CONV_2D`` (group == input channels), per-channel
   int8 weights, int32 bias with scale input_scale * weight_scale; ONNX pads equal to TFLite SAME
   (SAME_UPPER puts the extra pad at the end, as TFLite does) -> SAME, zero -> VALID, others -> ``PAD``.
@@ -24,11 +29,18 @@ The rewrite, node by node in the ONNX graph's (topological) order:
   int8 kernels write a fixed grid (scale 1/256 and zero point -128; ``TANH`` 1/128 and 0): an int8 output
   quantized otherwise is refused. onnxruntime's QDQ quantizer does not use that grid on its own (Softmax:
   [0, 1] / 255, else the calibrated range); ``QuantizeInt8`` sets it, so its files have int8 ones.
-* ``GlobalAveragePool`` / ``ReduceMean`` -> ``MEAN`` (axes mapped to NHWC), ``Transpose`` -> ``TRANSPOSE`` (the ONNX
-  perm composed with NHWC -> NCHW), ``Pad`` (constant 0) -> ``PAD``, ``Concat`` -> ``CONCATENATION``; in int8 the
-  data-movement ops keep their input's quantization (a ``QUANTIZE`` to the output's grid after them, or, for
-  ``Concat``, before them, as TFLite requires every input on the output's grid). In a QDQ graph from elsewhere
-  that leaves them in float they are int8 only where their reader quantizes its input.
+* ``MatMul`` by a constant 2-D matrix -> ``FULLY_CONNECTED`` (leading axes kept); ``MaxPool`` with pads TFLite's
+  SAME does not produce, or ``ceil_mode``, pads with the lowest value first (``PADV2``).
+* The ops other exporters write (``converters.tflite_foreign_ops``): ``LeakyRelu``, ``PRelu``, ``HardSwish``,
+  ``Squeeze`` / ``Unsqueeze``, ``Split``, ``Resize``, ``ConvTranspose``. ``LSTM`` / ``GRU`` / ``RNN`` are refused
+  with the reason (they stay float in ``QuantizeInt8`` and run in onnxruntime).
+* ``GlobalAveragePool`` / ``ReduceMean`` -> ``MEAN`` (axes mapped to NHWC; an int8 spatial mean that rescales is
+  a ``DEPTHWISE_CONV_2D`` with weights 1/(H*W) instead, which rounds once, as onnxruntime does), ``Transpose``
+  -> ``TRANSPOSE`` (the ONNX perm composed with NHWC -> NCHW), ``Pad`` (constant 0) -> ``PAD``, ``Concat`` ->
+  ``CONCATENATION``; in int8 the data-movement ops keep their input's quantization (a ``QUANTIZE`` to the
+  output's grid after them, or, for ``Concat``, before them, as TFLite requires every input on the output's
+  grid). In a QDQ graph from elsewhere that leaves them in float they are int8 only where their reader quantizes
+  its input.
 * Nodes the quantizer left in float (between a ``DequantizeLinear`` and a ``QuantizeLinear``) are
   lowered as float TFLite ops with ``DEQUANTIZE``/``QUANTIZE`` around them, which is what the ONNX
   graph computes; a fully int8 file needs the quantizer run without float exclusions. A graph without any
@@ -41,10 +53,11 @@ The rewrite, node by node in the ONNX graph's (topological) order:
   ``Slice`` -> ``STRIDED_SLICE``, ``ReduceSum`` -> ``SUM``. These ops run in float; none may touch the
   batch axis.
 
-Preconditions: static shapes apart from a symbolic batch dimension (the file is written for batch 1,
-with shape_signature -1 so LiteRT can resize it), int8 QDQ as written by ``QuantizeInt8``. Any node
-outside ``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node. The toolkit metadata
-(``Meta.to_json()``) is stored in the TFLite metadata entry ``edge``; ``io="int8"`` drops the edge
+Preconditions: static shapes apart from a symbolic batch dimension (the file is written for batch 1, with
+shape_signature -1 so LiteRT can resize it), int8 QDQ as written by ``QuantizeInt8``. Any node outside
+``SUPPORTED_OPS`` raises ``PassError`` naming the op and the node, before anything is lowered; a lowering that
+meets a form it did not foresee raises ``PassError`` naming the node, never a bare KeyError. The toolkit
+metadata (``Meta.to_json()``) is stored in the TFLite metadata entry ``edge``; ``io="int8"`` drops the edge
 QUANTIZE / DEQUANTIZE (for NPUs) and records the I/O scales there.
 
 Numerics: TFLite kernels requantize with fixed-point multipliers and two roundings, onnxruntime with
@@ -69,8 +82,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from converters.normalize import normalize_graph
+from converters.tflite_foreign_ops import ForeignOps
 from edge.artifact import METADATA_KEY, Artifact, Meta, PassRecord
-from edge.errors import MetadataError, PassError
+from edge.errors import EdgeError, MetadataError, PassError
 
 log = logging.getLogger("edge")
 
@@ -82,22 +97,32 @@ SUPPORTED_OPS = {
     "QuantizeLinear": "QUANTIZE (model input) or the quantization of an int8 tensor",
     "DequantizeLinear": "DEQUANTIZE (model output), int8 weights / int32 biases, or nothing",
     "Conv": "CONV_2D (group 1) or DEPTHWISE_CONV_2D (group == input channels), + PAD for asymmetric pads",
-    "Gemm": "FULLY_CONNECTED (alpha = beta = 1, transA = 0)",
+    "Gemm": "FULLY_CONNECTED (transA, alpha and beta folded by converters.normalize when B and C are constants)",
+    "MatMul": "FULLY_CONNECTED (B a constant 2-D matrix; inputs of rank > 2 keep their leading axes)",
     "Relu": "fused RELU activation, or RELU",
-    "Flatten": "RESHAPE (fully connected weights permuted to NHWC order), + TRANSPOSE if not feeding Gemm",
+    "Flatten": "RESHAPE (fully connected weights permuted to NHWC order), + TRANSPOSE if not feeding Gemm / MatMul; "
+               "axis > 1 as a plain RESHAPE",
     "Reshape": "RESHAPE (constant shape)",
     "AveragePool": "AVERAGE_POOL_2D (2-D, no ceil_mode, VALID or SAME without counting pads); "
                    "DEPTHWISE_CONV_2D with weights 1/k when int8 and rescaling (see integer_scales)",
-    "MaxPool": "MAX_POOL_2D (2-D, no ceil_mode, VALID or SAME)",
+    "MaxPool": "MAX_POOL_2D (2-D, no ceil_mode, VALID or SAME; other pads as PADV2 with the lowest value first)",
     "Elu": "ELU (alpha = 1; int8 as a lookup table, which Vela also maps to the NPU)",
     "Add": "ADD",
     "Mul": "MUL",
     "Greater": "GREATER (float operands, bool result)",
     "Where": "SELECT_V2 (float values; constants broadcast at the output's rank)",
     "Identity": "nothing (an alias); RESHAPE copy when a graph output would share a tensor",
-    "Unsqueeze": "RESHAPE (float; not on the batch axis)",
+    "Unsqueeze": "RESHAPE (int8 or float; not on the batch axis)",
+    "Squeeze": "RESHAPE (int8 or float; given axes, not the batch axis)",
+    "LeakyRelu": "LEAKY_RELU",
+    "PRelu": "PRELU (constant slope, broadcast in the tensor's layout)",
+    "HardSwish": "HARD_SWISH (HardSigmoid becomes Mul + Add + Clip before quantizing)",
+    "Split": "SPLIT_V (not on the batch axis; int8 outputs requantized to their own grids)",
+    "Resize": "RESIZE_NEAREST_NEIGHBOR (asymmetric + floor, or half_pixel on integer upscales) or RESIZE_BILINEAR "
+              "(align_corners, asymmetric, half_pixel, pytorch_half_pixel); H and W only",
+    "ConvTranspose": "TRANSPOSE_CONV (2-D, group 1, pads TFLite's SAME or VALID reproduces)",
     "Concat": "CONCATENATION (int8 inputs requantized to the output's scale, or float; not on the batch axis)",
-    "Slice": "STRIDED_SLICE (float; positive steps; not on the batch axis)",
+    "Slice": "STRIDED_SLICE (int8 or float; positive steps; not on the batch axis)",
     "ReduceSum": "SUM (float; constant axes, not the batch axis)",
     "Softmax": "SOFTMAX (last axis or channels; int8 output scale 1/256, zero point -128)",
     "Sigmoid": "LOGISTIC (int8 output scale 1/256, zero point -128)",
@@ -108,6 +133,13 @@ SUPPORTED_OPS = {
     "ReduceMean": "MEAN (constant axes, not the batch axis)",
     "Transpose": "TRANSPOSE (not moving the batch axis)",
     "Pad": "PAD (constant mode with value 0, constant non-negative pads, not on the batch axis)",
+}
+
+#: Why an op has no lowering, where the reason is not simply "not written yet".
+UNSUPPORTED_REASONS = {
+    "LSTM": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
+    "GRU": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
+    "RNN": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
 }
 
 _NHWC = (0, 2, 3, 1)
@@ -138,7 +170,7 @@ class _Value:
     flat_chw: tuple[int, ...] | None = None  # for "flat_hwc": the (C, H, W) ONNX flattened
 
 
-class _Exporter:
+class _Exporter(ForeignOps):
     """One export: walks the ONNX graph once and fills a LiteRT ``ModelT``."""
 
     def __init__(self, artifact: Artifact, io: str) -> None:
@@ -148,7 +180,10 @@ class _Exporter:
         self.meta = copy.deepcopy(artifact.meta)
         # the sha256 of the ONNX model this file comes from, so an evaluation can verify the .onnx beside it
         self.meta.provenance.append(PassRecord("export-tflite", {"io": io}, artifact.sha256))
-        self.model = _with_batch_one(artifact.model)
+        # batch 1 first: the normalisation then folds the Shape -> Reshape chains of legacy exporters
+        self.model, notes = normalize_graph(_with_batch_one(artifact.model))
+        for note in notes:
+            log.info("tflite export: %s", note)
         graph = self.model.graph
         self.init = {t.name: t for t in graph.initializer}
         self.producer = {o: n for n in graph.node for o in n.output}
@@ -161,6 +196,7 @@ class _Exporter:
         original = artifact.model.graph
         self.symbolic_batch = {v.name for v in list(original.input) + list(original.output) if _symbolic_batch(v)}
         self.values: dict[str, _Value] = {}
+        self.batch_one_only = False  # set by lowerings whose TFLite op fixes the batch at 1
         self.cache: dict[tuple[int, str], _Value] = {}
         self.done: set[str] = set()
         # LiteRT object model
@@ -174,7 +210,7 @@ class _Exporter:
 
     # -- errors -----------------------------------------------------------------------------------
     def _fail(self, node: onnx.NodeProto, why: str) -> PassError:
-        return PassError(f"{node.op_type} node '{node.name}' cannot be lowered to TFLite: {why}")
+        return PassError(f"{node.op_type} {_node_label(node)} cannot be lowered to TFLite: {why}")
 
     # -- tensors and operators --------------------------------------------------------------------
     def _tensor(self, name: str, shape: tuple[int, ...], dtype: str, data: np.ndarray | None = None,
@@ -244,8 +280,15 @@ class _Exporter:
                 raise PassError("internal: a flattened NHWC tensor reached an op other than Gemm")
             perm = _NHWC if layout == "nhwc" else _NCHW
             out = self._like(value, f"{self.tensors[value.tensor].name}_{layout}", value.shape, layout)
-            out.producer = self._op("TRANSPOSE", [value.tensor, self._const_i32(perm)], [out.tensor],
-                                    self.s.TransposeOptionsT())
+            if value.shape[1] == 1 or value.shape[2] * value.shape[3] == 1:  # the bytes keep their order
+                physical = [out.shape[i] for i in (_NHWC if layout == "nhwc" else range(4))]
+                target = [-1, *physical[1:]]
+                options = self.s.ReshapeOptionsT()
+                options.newShape = target
+                out.producer = self._op("RESHAPE", [value.tensor, self._const_i32(target)], [out.tensor], options)
+            else:
+                out.producer = self._op("TRANSPOSE", [value.tensor, self._const_i32(perm)], [out.tensor],
+                                        self.s.TransposeOptionsT())
             self.cache[key] = out
         return self.cache[key]
 
@@ -354,10 +397,25 @@ class _Exporter:
     # -- the walk ---------------------------------------------------------------------------------
     def run(self) -> bytes:
         graph = self.model.graph
+        missing = [n for n in graph.node if n.domain or not hasattr(self, f"_lower_{n.op_type}")]
+        # an op without any lowering is named before anything else (the I/O checks included); one with a known
+        # reason (a recurrent cell) first, rather than the Shape plumbing around it
+        missing.sort(key=lambda n: n.op_type not in UNSUPPORTED_REASONS)
+        if missing:
+            node = missing[0]
+            known = f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}"
+            reason = UNSUPPORTED_REASONS.get(node.op_type, known)
+            domain = f" (domain '{node.domain}')" if node.domain else ""
+            raise PassError(f"{node.op_type}{domain} {_node_label(node)} cannot be lowered to TFLite yet; {reason}.")
         inputs = []
         for spec in graph.input:
             if spec.name in self.init:
                 continue
+            if spec.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                kind = onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type).name \
+                    if spec.type.tensor_type.elem_type else "of unknown type"
+                raise PassError(f"the model input '{spec.name}' is {kind}; the TFLite exporter takes float32 inputs "
+                                f"(an int8 file gets int8 inputs with io='int8').")
             shape = self.shapes[spec.name]
             signature = tuple(-1 if i == 0 and spec.name in self.symbolic_batch else d for i, d in enumerate(shape))
             layout = "nchw" if len(shape) == 4 else "plain"
@@ -373,15 +431,30 @@ class _Exporter:
         for node in graph.node:
             if any(o in self.done for o in node.output):
                 continue
-            handler = getattr(self, f"_lower_{node.op_type}", None)
-            if handler is None:
-                raise PassError(f"{node.op_type} node '{node.name}' cannot be lowered to TFLite yet; "
-                                f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}.")
-            handler(node)
+            self._lower(getattr(self, f"_lower_{node.op_type}"), node)
         outputs: list[int] = []
         for spec in graph.output:
             outputs.append(self._graph_output(spec, taken=set(inputs) | set(outputs)))
+        if self.batch_one_only:  # e.g. TRANSPOSE_CONV's constant output shape: declare the batch fixed
+            for index in inputs + outputs:
+                signature = self.tensors[index].shapeSignature
+                if signature is not None and len(signature) and signature[0] == -1:
+                    signature[0] = 1
         return self._serialise(inputs, outputs)
+
+    def _lower(self, handler: Any, node: onnx.NodeProto) -> None:
+        """Run one lowering; a pattern it did not foresee becomes a PassError naming the node, not a traceback."""
+        try:
+            handler(node)
+        except EdgeError:
+            raise
+        except _MissingShape as exc:
+            raise self._fail(node, f"the shape of '{exc.args[0]}' is not static (ONNX shape inference could not "
+                                   f"infer it); export needs static shapes apart from the batch.") from None
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError, AssertionError) as exc:
+            log.debug("lowering %s '%s' failed", node.op_type, node.name, exc_info=True)
+            raise self._fail(node, f"the exporter does not handle this form of {node.op_type} "
+                                   f"({type(exc).__name__}: {str(exc)[:120]}).") from None
 
     def _graph_output(self, spec: onnx.ValueInfoProto, taken: set[int]) -> int:
         if spec.name not in self.values:
@@ -544,12 +617,30 @@ class _Exporter:
 
     def _lower_Gemm(self, node: onnx.NodeProto) -> None:
         if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
-            raise self._fail(node, "only transA=0, alpha=1 and beta=1 map to FULLY_CONNECTED.")
+            raise self._fail(node, "only transA=0, alpha=1 and beta=1 map to FULLY_CONNECTED (the normalisation "
+                                   "folds them when B and C are constants).")
+        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if bias_name and not self._is_constant(bias_name):
+            raise self._fail(node, "the bias C is not a constant.")
+        if bias_name:
+            out_features = self._constant(node.input[1])[0].shape[0 if _attr(node, "transB", 0) else 1]
+            if self._float_constant(bias_name).size not in (1, out_features):
+                raise self._fail(node, "the bias C does not broadcast along the output features only.")
+        self._fully_connected(node, bool(_attr(node, "transB", 0)), bias_name)
+
+    def _lower_MatMul(self, node: onnx.NodeProto) -> None:
+        if not self._is_constant(node.input[1]) or self._constant(node.input[1])[0].ndim != 2:
+            raise self._fail(node, "only a MatMul by a constant 2-D matrix maps to FULLY_CONNECTED.")
+        self._fully_connected(node, False, None)
+
+    def _fully_connected(self, node: onnx.NodeProto, trans_b: bool, bias_name: str | None) -> None:
+        """FULLY_CONNECTED for x @ op(B) + C (Gemm, or MatMul without bias), int8 or float."""
         x = self._input(node, 0)
+        if self._is_constant(node.input[0]):
+            raise self._fail(node, "its input A is a constant (fold it before export).")
         if not self._is_constant(node.input[1]):
             raise self._fail(node, "the weights are not a constant.")
         weights, w_scale, w_zp, _ = self._constant(node.input[1])
-        trans_b = _attr(node, "transB", 0)
         quantized = self._int8_inputs(node, [0]) and w_scale is not None and weights.dtype == np.int8
         if not quantized:
             weights = self._float_constant(node.input[1])
@@ -561,9 +652,9 @@ class _Exporter:
             weights = weights.reshape(out_features, c, h, w).transpose(0, 2, 3, 1).reshape(out_features, in_features)
         elif len(x.shape) != 2:
             x = self._as(x, "nchw")
-        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
         out_shape = self.shapes[node.output[0]]
         options = self.s.FullyConnectedOptionsT()
+        options.keepNumDims = len(out_shape) > 2  # MatMul over (N, ..., K): FULLY_CONNECTED keeps the leading axes
         out_q = self._output_quantization(node.output[0]) if quantized else None
         if quantized:
             if np.any(w_zp != 0):
@@ -582,7 +673,8 @@ class _Exporter:
         else:
             x = self._float(x)
             w_index = self._tensor(node.input[1], weights.shape, "float32", data=weights)
-            bias = self._float_constant(bias_name) if bias_name else np.zeros(out_features, np.float32)
+            bias = np.broadcast_to(self._float_constant(bias_name).reshape(-1), (out_features,)) if bias_name \
+                else np.zeros(out_features, np.float32)
             b_index = self._tensor(f"{node.name}_bias", bias.shape, "float32", data=bias)
             out = self._like(x, node.output[0], out_shape, "plain", dtype="float32")
         out.producer = self._op("FULLY_CONNECTED", [x.tensor, w_index, b_index], [out.tensor], options)
@@ -641,33 +733,52 @@ class _Exporter:
 
     def _lower_Flatten(self, node: onnx.NodeProto) -> None:
         x = self._input(node, 0)
-        axis = _attr(node, "axis", 1)
-        if axis != 1:
-            raise self._fail(node, f"only axis=1 is supported; got axis={axis}.")
-        shape = (x.shape[0], int(np.prod(x.shape[1:])))
+        axis = _attr(node, "axis", 1) % max(len(x.shape), 1)
+        if axis == 0:
+            raise self._fail(node, "axis=0 folds the batch axis into the features, which the TFLite file leaves free.")
+        if axis != 1:  # (N * C * ..., rest): RESHAPE's -1 takes whatever batch comes
+            self._reshape(node, self._as(x, "nchw"), self.shapes[node.output[0]], "plain")
+            return
+        self._flatten(node, x, (x.shape[0], int(np.prod(x.shape[1:]))))
+
+    def _flatten(self, node: onnx.NodeProto, x: _Value, shape: tuple[int, ...]) -> None:
+        """(N, C, H, W) -> (N, C*H*W): a plain RESHAPE of the NHWC tensor when only fully connected layers read it."""
         if x.layout == "nhwc" and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:
             readers = self._effective_readers(node.output[0])
-            if readers and all(r is not None and r.op_type == "Gemm" and not _attr(r, "transA", 0)
-                               and self._is_constant(r.input[1]) for r in readers):
+            if readers and all(r is not None and r.op_type in ("Gemm", "MatMul") and not _attr(r, "transA", 0)
+                               and r.input[0] != r.input[1] and self._is_constant(r.input[1]) for r in readers):
                 self._reshape(node, x, shape, "flat_hwc")
                 return
             x = self._as(x, "nchw")
         self._reshape(node, x, shape, "plain")
 
     def _lower_Reshape(self, node: onnx.NodeProto) -> None:
-        x = self._as(self._input(node, 0), "nchw")
+        x = self._input(node, 0)
         shape = self.shapes[node.output[0]]
-        self._reshape(node, x, shape, "nchw" if len(shape) == 4 else "plain")
+        if len(x.shape) == 4 and len(shape) == 2 and shape[0] == x.shape[0]:  # x.view(N, -1)
+            self._flatten(node, x, shape)
+            return
+        self._reshape(node, self._as(x, "nchw"), shape, "nchw" if len(shape) == 4 else "plain")
 
     def _pool(self, node: onnx.NodeProto, code: str) -> None:
         x = self._as(self._input(node, 0), "nhwc")
-        if len(x.shape) != 4 or _attr(node, "ceil_mode", 0):
-            raise self._fail(node, "only 2-D pooling without ceil_mode is supported.")
+        ceil_mode = _attr(node, "ceil_mode", 0)
+        if len(x.shape) != 4 or (ceil_mode and code != "MAX_POOL_2D"):
+            raise self._fail(node, "only 2-D pooling is supported, and ceil_mode only for MaxPool.")
         kernel = _attr(node, "kernel_shape", None)
         strides = _attr(node, "strides", [1, 1])
         if _attr(node, "dilations", [1, 1]) != [1, 1]:
             raise self._fail(node, "dilated pooling is not supported.")
         padding = self._padding(node, x, tuple(kernel), strides, [1, 1])
+        if ceil_mode:  # the last, partial windows: pad the end with the lowest value as far as they reach
+            padding = self._explicit_pads(node, x, padding)
+            out_h, out_w = self.shapes[node.output[0]][2:]
+            top, left, bottom, right = padding
+            bottom += max((out_h - 1) * strides[0] + kernel[0] - (x.shape[2] + top + bottom), 0)
+            right += max((out_w - 1) * strides[1] + kernel[1] - (x.shape[3] + left + right), 0)
+            padding = (top, left, bottom, right) if any((top, left, bottom, right)) else self.s.Padding.VALID
+        if isinstance(padding, tuple) and code == "MAX_POOL_2D":  # pad with the lowest value, then VALID
+            x, padding = self._pad_lowest(node, x, padding), self.s.Padding.VALID
         if isinstance(padding, tuple):
             raise self._fail(node, f"pads {list(padding)} are neither VALID nor TFLite SAME.")
         if code == "AVERAGE_POOL_2D" and padding == self.s.Padding.SAME and _attr(node, "count_include_pad", 0):
@@ -689,6 +800,35 @@ class _Exporter:
         if out_q:
             out = self._requantize(out, out_q[0], out_q[1], out_q[2])
         self._finish(node, out, out_q)
+
+    def _explicit_pads(self, node: onnx.NodeProto, x: _Value, padding: Any) -> tuple[int, int, int, int]:
+        """``padding`` (SAME, VALID or explicit) as explicit (top, left, bottom, right) pads."""
+        if isinstance(padding, tuple):
+            return padding
+        if padding == self.s.Padding.VALID:
+            return (0, 0, 0, 0)
+        kernel, strides = _attr(node, "kernel_shape", [1, 1]), _attr(node, "strides", [1, 1])
+        pads = []
+        for size, k, stride in zip(x.shape[2:], kernel, strides):
+            out = -(-size // stride)
+            total = max((out - 1) * stride + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        return (pads[0][0], pads[1][0], pads[0][1], pads[1][1])
+
+    def _pad_lowest(self, node: onnx.NodeProto, x: _Value, pads: tuple[int, int, int, int]) -> _Value:
+        """PADV2 of an NHWC tensor with its lowest value (-128 in int8, -FLT_MAX in float): max pooling's padding."""
+        top, left, bottom, right = pads
+        n, c, h, w = x.shape
+        padded = self._like(x, f"{node.name}_pad", (n, c, h + top + bottom, w + left + right), "nhwc")
+        if x.dtype == "int8":
+            value = self._tensor(f"{node.name}_pad_value", (), "int8", data=np.array(-128, np.int8), scale=x.scale,
+                                 zero_point=x.zero_point)
+        else:
+            value = self._tensor(f"{node.name}_pad_value", (), "float32",
+                                 data=np.array(np.finfo(np.float32).min, np.float32))
+        paddings = self._const_i32([[0, 0], [top, bottom], [left, right], [0, 0]])
+        padded.producer = self._op("PADV2", [x.tensor, paddings, value], [padded.tensor], self.s.PadV2OptionsT())
+        return padded
 
     def _average_as_depthwise(self, node: onnx.NodeProto, x: _Value, kernel: tuple[int, int],
                               strides: tuple[int, int], out_q: tuple[float, int, str]) -> _Value:
@@ -868,6 +1008,19 @@ class _Exporter:
         perm = [int(p) for p in _attr(node, "perm", range(rank - 1, -1, -1))]
         if perm[0] != 0:
             raise self._fail(node, f"perm {perm} moves the batch axis, which the TFLite file leaves free.")
+        relabelled = {("nchw", (0, 3, 1, 2)): "nhwc", ("nhwc", (0, 2, 3, 1)): "nchw"}.get((x.layout, tuple(perm)))
+        if rank == 4 and relabelled:  # e.g. tf2onnx's NHWC input -> NCHW: the bytes are already in TFLite's order
+            alias = _Value(x.tensor, self.shapes[node.output[0]], x.dtype, relabelled, x.scale, x.zero_point,
+                           producer=x.producer)
+            out = self._requantize(alias, out_q[0], out_q[1], out_q[2]) if out_q else alias
+            if out.tensor != x.tensor:
+                self._finish(node, out, out_q)
+                return
+            self.values[node.output[0]] = out  # no new tensor: keep the one that exists under its own name
+            if out_q:
+                self.values[out_q[2]] = out
+                self.done.add(out_q[2])
+            return
         if x.layout == "nhwc":  # axis a of the ONNX tensor is axis _NCHW[a] of the NHWC one
             perm = [_NCHW[p] for p in perm]
         shape = self.shapes[node.output[0]]
@@ -915,6 +1068,12 @@ class _Exporter:
         out_q = self._output_quantization(node.output[0]) if x.dtype == "int8" else None
         if x.dtype == "int8" and out_q is None:
             x = self._float(x)
+        if out_q and keepdims and len(x.shape) == 4 and sorted(axes) == [2, 3] and x.shape[2] * x.shape[3] > 1:
+            # TFLite's int8 MEAN rescales, then divides with a second rounding (measured: 28 % of outputs a step
+            # off onnxruntime); a depthwise convolution with weights 1/(H*W) rounds once, as onnxruntime does
+            x = self._as(x, "nhwc")
+            self._finish(node, self._average_as_depthwise(node, x, tuple(x.shape[2:]), (1, 1), out_q), out_q)
+            return
         options = self.s.ReducerOptionsT()
         options.keepDims = keepdims
         kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if out_q else {}
@@ -1050,11 +1209,6 @@ class _Exporter:
             raise self._fail(node, "it copies a constant (fold it before export).")
         self.values[node.output[0]] = self._input(node, 0)  # graph outputs that alias get a copy at the end
 
-    def _lower_Unsqueeze(self, node: onnx.NodeProto) -> None:
-        shape = self.shapes[node.output[0]]
-        self._axes(node, 1, len(shape))
-        self._reshape(node, self._float_input(node, 0), shape, "nchw" if len(shape) == 4 else "plain")
-
     def _lower_Concat(self, node: onnx.NodeProto) -> None:
         shape = self.shapes[node.output[0]]
         axis = _attr(node, "axis", 0) % len(shape)
@@ -1076,7 +1230,9 @@ class _Exporter:
         self._finish(node, out, out_q)
 
     def _lower_Slice(self, node: onnx.NodeProto) -> None:
-        x = self._float_input(node, 0)
+        if self._is_constant(node.input[0]):
+            raise self._fail(node, f"its input '{node.input[0]}' is a constant (fold it before export).")
+        x, out_q = self._moved_input(node, self._input(node, 0))  # int8 STRIDED_SLICE copies bytes
         rank = len(x.shape)
         if not all(self._is_constant(n) for n in node.input[1:] if n):
             raise self._fail(node, "starts, ends, axes and steps must be constants.")
@@ -1096,12 +1252,15 @@ class _Exporter:
             end[axis] = int(min(max(stop + size if stop < 0 else stop, 0), size))
             strides[axis] = int(step)
             whole &= ~(1 << axis)
+        if x.layout == "nhwc":  # slice the NHWC tensor where it is: axis a of ONNX is axis _NHWC.index(a)
+            begin, end, strides = ([v[a] for a in _NHWC] for v in (begin, end, strides))
+            whole = sum(1 << i for i, a in enumerate(_NHWC) if whole & (1 << a))
         options = self.s.StridedSliceOptionsT()
         options.beginMask = options.endMask = whole
-        out = self._new(node.output[0], self.shapes[node.output[0]], "float32", "nchw")
+        out = self._like(x, node.output[0], self.shapes[node.output[0]], x.layout)
         out.producer = self._op("STRIDED_SLICE", [x.tensor, self._const_i32(begin), self._const_i32(end),
                                                   self._const_i32(strides)], [out.tensor], options)
-        self.values[node.output[0]] = out
+        self._moved_output(node, out, out_q)
 
     def _lower_ReduceSum(self, node: onnx.NodeProto) -> None:
         x = self._float_input(node, 0)
@@ -1147,6 +1306,11 @@ class _Exporter:
         return bytes(builder.Output())
 
 
+def _node_label(node: onnx.NodeProto) -> str:
+    """How a message names a node: by its name, or by the tensor it writes when it has none (dynamo leaves some)."""
+    return f"node '{node.name}'" if node.name else f"node writing '{node.output[0] if node.output else '?'}'"
+
+
 def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     for a in node.attribute:
         if a.name == name:
@@ -1173,13 +1337,24 @@ def _with_batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+class _MissingShape(KeyError):
+    """A tensor whose static shape shape inference did not find."""
+
+
+class _Shapes(dict):
+    """Static shapes by tensor name; a missing one raises ``_MissingShape`` (turned into a sentence)."""
+
+    def __missing__(self, name: str) -> tuple[int, ...]:
+        raise _MissingShape(name)
+
+
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         raise PassError(f"TFLite export needs static shapes; ONNX shape inference failed: {str(exc).splitlines()[0]}") \
             from None
-    shapes = {}
+    shapes = _Shapes()
     for spec in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         dims = spec.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):
@@ -1201,7 +1376,13 @@ def export_tflite(artifact: Artifact, *, io: str = "float32") -> bytes:
     """
     if io not in IO_TYPES:
         raise PassError(f"The 'io' parameter of export_tflite must be one of {', '.join(IO_TYPES)}; got {io!r}.")
-    data = _Exporter(artifact, io).run()
+    try:
+        data = _Exporter(artifact, io).run()
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError, AssertionError) as exc:
+        # the node lowerings name their node themselves; this catches the graph-level steps (inputs, outputs)
+        log.debug("tflite export failed", exc_info=True)
+        raise PassError(f"the TFLite exporter does not handle this graph's inputs or outputs "
+                        f"({type(exc).__name__}: {str(exc)[:120]}).") from None
     log.info("tflite export: %d bytes", len(data))
     return data
 

@@ -311,6 +311,9 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
                              as_json)
         return
     if special == "spiking":
+        if reference is not None:  # it would otherwise be ignored without a word
+            raise click.UsageError("--reference is not used for spiking networks: edge eval does not compare them "
+                                   "with a reference (edge convert checks each step spike for spike).")
         _eval_spiking_model(model, data_spec, device, runs, out_dir, faults, maps, ber_range, bits, kind, seed, as_json,
                             dt)
         return

@@ -311,6 +311,9 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
                              as_json)
         return
     if special == "spiking":
+        if reference is not None:  # it would otherwise be ignored without a word
+            raise click.UsageError("--reference is not used for spiking networks: edge eval does not compare them "
+                                   "with a reference (edge convert checks each step spike for spike).")
         _eval_spiking_model(model, data_spec, device, runs, out_dir, faults, maps, ber_range, bits, kind, seed, as_json,
                             dt)
         return
@@ -344,7 +347,7 @@ def eval_command(model: str, data_spec: str, device: str, runs: int, reference: 
         click.echo(f"\nweight faults injected on {device}:\n" + format_resilience(sweep_doc))
     if "fidelity_unavailable" in results["metrics"]:
         click.echo(results["metrics"]["fidelity_unavailable"])
-    click.echo(f"device: {results['device']['spec']} ({results['device'].get('engine', '')}); "
+    click.echo(f"device: {results['device']['spec']} ({_engine_name(results['device'])}); "
                f"latency: {results['metrics']['latency_ms']['source']}")
     click.echo(f"results: {folder / 'results.json'}")
 
@@ -391,6 +394,15 @@ def _is_spiking_model(model: str) -> bool:
     from edge.snn import is_spiking_model
 
     return is_spiking_model(model)
+
+
+def _engine_name(info: dict[str, Any]) -> str:
+    """What ran the model, for the one-line device summary (Vela targets report a compiler, not an engine)."""
+    if info.get("engine"):
+        return str(info["engine"])
+    if info.get("vela_version"):
+        return f"Vela {info['vela_version']}; outputs from {info.get('functional_engine', 'TFLite Micro')}"
+    return "engine not reported"
 
 
 def _eval_spiking_model(model: str, data_spec: str, device: str, runs: int, out_dir: str, faults: bool, maps: int,
@@ -506,7 +518,7 @@ def flash(model: str, device: str, output: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc, indent=2, default=str))
         return
-    click.echo(f"deployed {Path(model).name} on {device} ({info.get('engine', '')})")
+    click.echo(f"deployed {Path(model).name} on {device} ({_engine_name({**report, **info})})")
     for key, value in {**report, **info}.items():
         if key in ("target", "engine") or value in (None, "", [], {}):
             continue

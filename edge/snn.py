@@ -166,7 +166,9 @@ def evaluate_spiking_model(model: str | Path, data_spec: str, *, device: str = "
                                              meta.task)
     metrics: dict[str, Any] = {"spike_rates": rates, "operations": synaptic_operations(recording, meta),
                                "latency_per_step": latency}
-    notes = []
+    # Said, as for other models without a reference, so that no figure reads as checked against a parent.
+    notes = ["fidelity not measured: edge eval does not compare a spiking network with a reference (edge convert "
+             "checks each step spike for spike)"]
     if dataset.y is not None:
         y = class_indices(dataset.y, readout.shape[1], dataset.name)
         correct = int((predicted == y).sum())

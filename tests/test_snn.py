@@ -134,6 +134,19 @@ def test_cli_eval_inspect_and_clear_errors(spiking_files) -> None:
         evaluate_spiking_model(spiking_files / "net.onnx", str(spiking_files / "spikes.npz"), device="sim")
 
 
+def test_cli_spiking_eval_says_fidelity_was_not_measured_and_refuses_a_reference(spiking_files) -> None:
+    """A --reference that would be ignored is refused; the output says no fidelity figure was measured."""
+    runner = CliRunner()
+    args = ["eval", str(spiking_files / "net.onnx"), "--data", str(spiking_files / "spikes.npz"), "--runs", "5",
+            "--out-dir", str(spiking_files / "runs")]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "note: fidelity not measured" in result.output
+    result = runner.invoke(main, [*args, "--reference", str(spiking_files / "net.nir")])
+    assert result.exit_code == 2 and "--reference is not used for spiking networks" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_cli_convert_imports_quantizes_and_exports_a_nir_file(spiking_files, tmp_path) -> None:
     runner = CliRunner()
     out = tmp_path / "net_int8.onnx"

@@ -149,3 +149,18 @@ def test_injected_weight_faults_match_litert_on_the_corrupted_file_and_restore(t
     np.testing.assert_array_equal(faulty, expected)
     np.testing.assert_array_equal(target.run(ssvep_trials), clean)
 
+
+
+def test_cli_names_vela_where_the_npu_reports_no_engine(tiny_int8, tmp_path) -> None:
+    """`edge flash` on the NPU says what compiled and ran the model, never an empty '()'."""
+    from click.testing import CliRunner
+
+    from edge.artifact import write_artifact
+    from edge.cli import main
+
+    onnx_path = write_artifact(tiny_int8, tmp_path / "tiny_int8.onnx")
+    result = CliRunner().invoke(main, ["flash", str(onnx_path), "--device", "npu:ethos-u55-128",
+                                       "-o", str(tmp_path / "vela.tflite")])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert "(Vela " in first and "()" not in first

@@ -19,8 +19,9 @@
 
 Before quantizing, the graph is normalised (``converters.normalize``) so graphs from other exporters quantize:
 old opsets upgraded to 13, initializers listed as inputs made constants, constants and BatchNormalization folded.
-Add, Mul, LeakyRelu, PRelu and HardSwish are quantized too (``EXTRA_QDQ_OP_TYPES``), so residual and
-squeeze-excite networks export fully int8; LSTM / GRU / RNN stay in float with a warning.
+Add, Sub, Mul, LeakyRelu, PRelu and HardSwish are quantized too (``EXTRA_QDQ_OP_TYPES``), so residual and
+squeeze-excite networks export fully int8. GRU / LSTM with a fixed sequence length are unrolled by the
+normalisation into per-step primitives and quantize like them; others (and RNN) stay in float with a warning.
 
 Mixed precision under an accuracy budget lives in ``converters.mixed_precision``.
 """
@@ -49,13 +50,13 @@ log = logging.getLogger("edge")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 #: Ops onnxruntime's QDQ quantizer leaves in float by default that int8 engines run in integer (lookup tables,
 #: MEAN, CONCATENATION); without them an EEGNet's ELU (and the pooling after it) would stay float between DQ and Q.
-EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean", "Add", "Mul",
+EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean", "Add", "Sub", "Mul",
                       "LeakyRelu", "PRelu", "HardSwish")
 #: The int8 output quantization TFLite's kernels fix for these ops (scale, zero point); calibrating them
 #: instead would give a file LiteRT refuses.
 FIXED_OUTPUT_QUANTIZATION = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128), "Tanh": (1 / 128, 0)}
 ACTIVATION_TYPES = ("int8", "int16")
-#: Recurrent cells: quantize-int8 leaves them in float (evaluated in onnxruntime, not exported to TFLite).
+#: Recurrent cells the normalisation could not unroll: quantize-int8 leaves them in float (onnxruntime only).
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 
 
@@ -89,8 +90,8 @@ def _normalized_model(artifact: Artifact, owner: str) -> onnx.ModelProto:
         log.info("%s: %s", owner, note)
     recurrent = [f"{n.op_type} '{n.name}'" for n in model.graph.node if n.op_type in RECURRENT_OPS]
     if recurrent:
-        log.warning("%s: recurrent cells stay in float (onnxruntime's static quantizer has no int8 ones; the TFLite "
-                    "exporter does not lower them): %s", owner, ", ".join(recurrent))
+        log.warning("%s: recurrent cells stay in float (they could not be unrolled; onnxruntime's static quantizer "
+                    "has no int8 ones and the TFLite exporter does not lower them): %s", owner, ", ".join(recurrent))
     return model
 
 

@@ -108,6 +108,7 @@ SUPPORTED_OPS = {
     "MaxPool": "MAX_POOL_2D (2-D, no ceil_mode, VALID or SAME; other pads as PADV2 with the lowest value first)",
     "Elu": "ELU (alpha = 1; int8 as a lookup table, which Vela also maps to the NPU)",
     "Add": "ADD",
+    "Sub": "SUB (of two activations; Sub by a constant becomes Add in converters.normalize)",
     "Mul": "MUL",
     "Greater": "GREATER (float operands, bool result)",
     "Where": "SELECT_V2 (float values; constants broadcast at the output's rank)",
@@ -1136,6 +1137,9 @@ class _Exporter(ForeignOps):
 
     def _lower_Mul(self, node: onnx.NodeProto) -> None:
         self._binary(node, "MUL", self.s.MulOptionsT())
+
+    def _lower_Sub(self, node: onnx.NodeProto) -> None:
+        self._binary(node, "SUB", self.s.SubOptionsT())
 
     # -- float ops of spiking step graphs ----------------------------------------------------------
     def _new(self, name: str, shape: tuple[int, ...], dtype: str, layout: str) -> _Value:

@@ -123,12 +123,20 @@ class _Unroller:
             return self._op(op_type, [x, self._const("axes", np.array(axes, np.int64))], what)
         return self._op(op_type, [x], what, axes=axes)
 
-    def _take(self, x: str, axis: int, index: int, what: str) -> str:
-        """``x[..., index, ...]`` along ``axis``, that axis removed (Slice + Squeeze)."""
-        sliced = self._op("Slice", [x, self._const("start", np.array([index], np.int64)),
-                                    self._const("end", np.array([index + 1], np.int64)),
-                                    self._const("axes", np.array([axis], np.int64))], f"{what}_slice")
-        return self._axes_op("Squeeze", sliced, [axis], what)
+    def _split(self, x: str, axis: int, count: int, what: str) -> list[str]:
+        """The ``count`` slices of ``x`` along ``axis``, that axis removed (one Split, then Squeeze each).
+
+        One Split rather than a Slice per step: onnxruntime's quantizer quantizes a Split's input, while a Slice
+        reading a graph input would stay float.
+        """
+        outputs = [self._name(f"{what}_split") for _ in range(count)]
+        sizes = [1] * count
+        if self.opset >= 13:
+            inputs = [x, self._const("sizes", np.array(sizes, np.int64))]
+            self.nodes.append(helper.make_node("Split", inputs, outputs, name=outputs[0], axis=axis))
+        else:
+            self.nodes.append(helper.make_node("Split", [x], outputs, name=outputs[0], axis=axis, split=sizes))
+        return [self._axes_op("Squeeze", o, [axis], f"{what}{i}") for i, o in enumerate(outputs)]
 
     def _gemm(self, x: str, weight: np.ndarray, bias: np.ndarray | None, what: str) -> str:
         inputs = [x, self._const(f"{what}_weight", weight.astype(np.float32))]
@@ -150,16 +158,16 @@ class _Unroller:
         if peepholes is not None and not np.any(peepholes):
             peepholes = None
         x_source, time_axis = self._input_source()
-        inputs = [self._take(x_source, time_axis, t, f"x{t}") for t in range(self.steps)]
+        inputs = self._split(x_source, time_axis, self.steps, "x")
         states = {"h": 5, "c": 6}
         hidden_steps, cell_steps = [], []
         names = ("forward", "reverse") if self.direction == "bidirectional" else (self.direction,)
+        initial = {k: self._initial_state(i, directions) for k, i in states.items()}
         for d, name in enumerate(names):
-            initial = {k: self._initial_state(i, d) for k, i in states.items()}
             order = range(self.steps) if name == "forward" else range(self.steps - 1, -1, -1)
             split = self._gate_weights(weights[d], recurrence[d], bias[d], gates)
             hs, cs = [None] * self.steps, [None] * self.steps
-            h, c = initial["h"], initial["c"]
+            h, c = (None if initial[k] is None else initial[k][d] for k in ("h", "c"))
             for t in order:
                 if self.kind == "GRU":
                     h = self._gru_step(inputs[t], h, split, f"d{d}t{t}")
@@ -181,14 +189,14 @@ class _Unroller:
             return producer.input[0], 1  # PyTorch's batch_first: slice the input itself, no Transpose to export
         return x, 1 if self.layout else 0
 
-    def _initial_state(self, index: int, direction: int) -> str | None:
-        """The initial state of one direction as [batch, hidden], or None when it is zero (or not given)."""
+    def _initial_state(self, index: int, directions: int) -> list[str] | None:
+        """The initial state of each direction as [batch, hidden], or None when it is zero (or not given)."""
         if len(self.node.input) <= index or not self.node.input[index]:
             return None
         name = self.node.input[index]
         if _is_zero(self.graph, name):
             return None
-        return self._take(name, 1 if self.layout else 0, direction, f"initial{index}_{direction}")
+        return self._split(name, 1 if self.layout else 0, directions, f"initial{index}_")
 
     def _gate_weights(self, w: np.ndarray, r: np.ndarray, b: np.ndarray, gates: tuple[str, ...]) -> dict:
         """Per gate: input weight, recurrent weight, input bias and recurrent bias."""

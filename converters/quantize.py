@@ -182,8 +182,9 @@ def quantize_static_model(
     qtypes = {"int8": QuantType.QInt8, "int16": QuantType.QInt16}
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     overrides: dict[str, list[dict[str, Any]]] = {}
+    normalized = _normalized_model(artifact, owner)
     if activations == "int8":
-        for node in artifact.model.graph.node:
+        for node in normalized.graph.node:  # the normalised graph: unrolled recurrent cells add Sigmoid / Tanh
             if node.op_type in FIXED_OUTPUT_QUANTIZATION and node.name not in (exclude or []):
                 scale, zero_point = FIXED_OUTPUT_QUANTIZATION[node.op_type]
                 overrides[node.output[0]] = [{"scale": np.array(scale, np.float32),
@@ -193,7 +194,7 @@ def quantize_static_model(
         extra["TensorQuantOverrides"] = overrides
     with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
         source, prepared, output = (Path(tmp) / n for n in ("in.onnx", "prep.onnx", "out.onnx"))
-        onnx.save(_normalized_model(artifact, owner), source)
+        onnx.save(normalized, source)
         chatter = io.StringIO()  # onnxruntime's calibrators print progress to stdout
         try:
             # stderr too: quant_pre_process logs a traceback of its optimizer's failure before raising

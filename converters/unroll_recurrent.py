@@ -100,6 +100,7 @@ class _Unroller:
         self.prefix = f"{node.name or node.output[0]}/unrolled"
         self.nodes: list[onnx.NodeProto] = []
         self.count = 0
+        self.constants: dict[tuple, str] = {}
         self.steps = _dims(model, node.input[0])[1 if self.layout else 0]
 
     # -- small builders -----------------------------------------------------------------------------
@@ -138,10 +139,18 @@ class _Unroller:
             self.nodes.append(helper.make_node("Split", [x], outputs, name=outputs[0], axis=axis, split=sizes))
         return [self._axes_op("Squeeze", o, [axis], f"{what}{i}") for i, o in enumerate(outputs)]
 
+    def _shared(self, what: str, value: np.ndarray) -> str:
+        """One initializer per distinct value: every step's Gemm reads the same weights (stored once)."""
+        value = np.ascontiguousarray(value.astype(np.float32))
+        key = (value.shape, value.tobytes())
+        if key not in self.constants:
+            self.constants[key] = self._const(what, value)
+        return self.constants[key]
+
     def _gemm(self, x: str, weight: np.ndarray, bias: np.ndarray | None, what: str) -> str:
-        inputs = [x, self._const(f"{what}_weight", weight.astype(np.float32))]
+        inputs = [x, self._shared("weight", weight)]
         if bias is not None:
-            inputs.append(self._const(f"{what}_bias", bias.astype(np.float32)))
+            inputs.append(self._shared("bias", bias))
         return self._op("Gemm", inputs, what, transB=1)
 
     # -- the rewrite --------------------------------------------------------------------------------
@@ -218,7 +227,7 @@ class _Unroller:
         if _attr(self.node, "linear_before_reset", 0):
             x_term = self._gemm(x, w, wb, f"{tag}_n_x")
             if h is None:
-                recurrent = self._const(f"{tag}_n_rb", rb.astype(np.float32)) if np.any(rb) else None
+                recurrent = self._shared("bias", rb) if np.any(rb) else None
             else:
                 recurrent = self._gemm(h, rw, rb, f"{tag}_n_h")
             gated = None if recurrent is None else self._op("Mul", [r, recurrent], f"{tag}_n_gated")
@@ -240,7 +249,7 @@ class _Unroller:
         def peep(total: str, k: int, state: str | None, what: str) -> str:
             if peepholes is None or state is None:
                 return total
-            weight = self._const(f"{what}_peephole", peepholes[k * size:(k + 1) * size].astype(np.float32))
+            weight = self._shared("peephole", peepholes[k * size:(k + 1) * size])
             return self._op("Add", [total, self._op("Mul", [state, weight], f"{what}_peep")], f"{what}_peeped")
 
         i = self._op("Sigmoid", [peep(self._gate(x, h, split["i"], f"{tag}_i", ""), 0, c, f"{tag}_i")], f"{tag}_i")

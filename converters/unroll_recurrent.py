@@ -148,9 +148,11 @@ class _Unroller:
         return self.constants[key]
 
     def _gemm(self, x: str, weight: np.ndarray, bias: np.ndarray | None, what: str) -> str:
-        inputs = [x, self._shared("weight", weight)]
+        # each step's Gemm gets its own copy of the weights: the int8 grids that make requantization exact in
+        # integer engines (converters.integer_scales) depend on each Gemm's input and output scales
+        inputs = [x, self._const(f"{what}_weight", weight.astype(np.float32))]
         if bias is not None:
-            inputs.append(self._shared("bias", bias))
+            inputs.append(self._const(f"{what}_bias", bias.astype(np.float32)))
         return self._op("Gemm", inputs, what, transB=1)
 
     # -- the rewrite --------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def why_not_unrolled(model: onnx.ModelProto, node: onnx.NodeProto) -> str | None
     steps = _dims(model, node.input[0])
     time_axis = 1 if layout else 0
     if steps is None or len(steps) != 3 or not isinstance(steps[time_axis], int):
-        return "its sequence length is not fixed; export the model with a fixed sequence length so it can be unrolled"
+        return "its sequence length is not fixed (export the model with a fixed sequence length)"
     for index, what in ((1, "W"), (2, "R"), (3, "B"), (7, "P")):
         if len(node.input) > index and node.input[index] and _initializer(graph, node.input[index]) is None:
             return f"its weights {what} are computed at run time, not constants"
@@ -84,6 +84,21 @@ def why_not_unrolled(model: onnx.ModelProto, node: onnx.NodeProto) -> str | None
         if lengths is None or not np.all(lengths == steps[time_axis]):
             return "it takes sequence_lens shorter than the sequence (or computed at run time), which is not unrolled"
     return None
+
+
+def variable_length_cells(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The GRU / LSTM nodes whose sequence length is a named (symbolic) dimension of the model as given.
+
+    Exporters fix symbolic dimensions to 1 to get static shapes; such a cell would be unrolled for sequences of
+    length 1 alone, so it is found here first, before any dimension is fixed.
+    """
+    cells = []
+    for node in model.graph.node:
+        if node.op_type in RECURRENT_CELLS and not node.domain:
+            dims = _dims(model, node.input[0])
+            if dims is not None and len(dims) == 3 and isinstance(dims[1 if _attr(node, "layout", 0) else 0], str):
+                cells.append(node)
+    return cells
 
 
 class _Unroller:

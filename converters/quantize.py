@@ -95,6 +95,35 @@ def _normalized_model(artifact: Artifact, owner: str) -> onnx.ModelProto:
     return model
 
 
+def _unshare_layer_constants(path: Path) -> None:
+    """Give each Conv / Gemm / MatMul its own weight and bias, where onnxruntime's optimizer merged equal ones.
+
+    Its constant sharing merges equal small initializers (the biases of an unrolled GRU's steps, hidden size
+    8 or less); a shared weight or bias gets one scale, so ``exact_requantization`` could not fit each layer.
+    """
+    model = onnx.load(path)
+    inits = {t.name: t for t in model.graph.initializer}
+    seen: set[str] = set()
+    copies = 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        for i in (1, 2):
+            name = node.input[i] if len(node.input) > i else ""
+            if name not in inits:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}_for_{node.name or node.output[0]}"
+                model.graph.initializer.append(copy)
+                node.input[i] = copy.name
+                copies += 1
+            seen.add(name)
+    if copies:
+        onnx.save(model, path)
+
+
 def _calibration_feed(artifact: Artifact, calibration: np.ndarray, owner: str) -> tuple[np.ndarray, int]:
     """The trials in the model input's own dtype, and how many the model takes at once (its fixed batch, or 1)."""
     graph = artifact.model.graph
@@ -201,6 +230,7 @@ def quantize_static_model(
             with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
                 _undo_hard_swish_inlining(prepared)
+                _unshare_layer_constants(prepared)
                 # 16-bit activations make quantize_static move the graph to opset 21, whose standard
                 # QuantizeLinear/DequantizeLinear take int16: no contrib ops needed, ORT CPU runs it.
                 quantize_static(

@@ -50,8 +50,8 @@ log = logging.getLogger("edge")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 #: Ops onnxruntime's QDQ quantizer leaves in float by default that int8 engines run in integer (lookup tables,
 #: MEAN, CONCATENATION); without them an EEGNet's ELU (and the pooling after it) would stay float between DQ and Q.
-EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean", "Add", "Sub", "Mul",
-                      "LeakyRelu", "PRelu", "HardSwish")
+EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean", "Add", "Sub",
+                      "Mul", "LeakyRelu", "PRelu", "HardSwish")
 #: The int8 output quantization TFLite's kernels fix for these ops (scale, zero point); calibrating them
 #: instead would give a file LiteRT refuses.
 FIXED_OUTPUT_QUANTIZATION = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128), "Tanh": (1 / 128, 0)}

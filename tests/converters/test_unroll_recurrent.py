@@ -141,9 +141,9 @@ def test_explicit_default_activations_are_unrolled_and_others_kept_with_the_reas
     assert unroll_recurrent(model) is None and model.graph.node[0].op_type == "GRU"
 
 
-def _torch_classifier(kind: str, *, dynamic_batch: bool, dynamic_steps: bool = False,
-                      hidden: int = 16) -> onnx.ModelProto:
-    """PyTorch's batch-first GRU / LSTM with a Linear head on the last step, through the legacy exporter."""
+def _torch_classifier(kind: str, *, dynamic_batch: bool, dynamic_steps: bool = False, hidden: int = 16,
+                      final_state: bool = False) -> onnx.ModelProto:
+    """PyTorch's batch-first GRU / LSTM with a Linear head on the last step (or the final state), legacy exporter."""
     import torch
 
     class Classifier(torch.nn.Module):
@@ -153,6 +153,9 @@ def _torch_classifier(kind: str, *, dynamic_batch: bool, dynamic_steps: bool = F
             self.head = torch.nn.Linear(hidden, 4)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if final_state:
+                state = self.rnn(x)[1]
+                return self.head((state if kind == "GRU" else state[0])[-1])
             return self.head(self.rnn(x)[0][:, -1])
 
     torch.manual_seed(0)
@@ -165,10 +168,11 @@ def _torch_classifier(kind: str, *, dynamic_batch: bool, dynamic_steps: bool = F
 
 
 @pytest.mark.parametrize("kind", ["GRU", "LSTM"])
-@pytest.mark.parametrize("dynamic_batch", [False, True])
-def test_pytorch_last_step_classifier_picks_the_last_hidden_state(kind: str, dynamic_batch: bool) -> None:
-    """``rnn(x)[0][:, -1]`` becomes the last step's state: no Concat of every step, no Transpose, no Gather."""
-    model = _torch_classifier(kind, dynamic_batch=dynamic_batch)
+@pytest.mark.parametrize(("dynamic_batch", "final_state"), [(False, False), (True, False), (True, True)])
+def test_pytorch_last_step_classifier_picks_the_last_hidden_state(kind: str, dynamic_batch: bool,
+                                                                  final_state: bool) -> None:
+    """``rnn(x)[0][:, -1]`` (or ``h_n[-1]``) becomes the last step's state: no Concat, Transpose or Gather left."""
+    model = _torch_classifier(kind, dynamic_batch=dynamic_batch, final_state=final_state)
     normalized, notes = normalize_graph(model)
     assert any("recurrent cells unrolled" in note for note in notes)
     ops = {n.op_type for n in normalized.graph.node}
@@ -205,3 +209,28 @@ def test_quantized_cell_exports_fully_int8_and_tflite_micro_matches_litert_bit_f
     micro = TFLMSession(data).run({"x": x})[0]
     np.testing.assert_array_equal(micro, reference)
     assert np.mean(reference.argmax(1) == want.argmax(1)) >= 0.9
+
+
+def test_every_step_read_keeps_the_whole_output_sequence() -> None:
+    """A head over all steps (Flatten of Y) is no single step: Y is rebuilt with Concat and stays equal."""
+    import torch
+
+    class AllSteps(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 5, batch_first=True)
+            self.head = torch.nn.Linear(6 * 5, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(x)[0].flatten(1))
+
+    torch.manual_seed(1)
+    buffer = io.BytesIO()
+    torch.onnx.export(AllSteps().eval(), (torch.randn(1, 6, 3),), buffer, input_names=["input"],
+                      output_names=["output"], opset_version=13, dynamo=False)
+    model = onnx.load_from_string(buffer.getvalue())
+    normalized, _ = normalize_graph(model)
+    ops = [n.op_type for n in normalized.graph.node]
+    assert "GRU" not in ops and "Concat" in ops
+    x = RNG.normal(size=(1, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(_run(normalized, {"input": x})[0], _run(model, {"input": x})[0], rtol=1e-5, atol=1e-6)

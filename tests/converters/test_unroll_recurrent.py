@@ -139,6 +139,9 @@ def test_explicit_default_activations_are_unrolled_and_others_kept_with_the_reas
     assert why_not_unrolled(model, model.graph.node[0]) == ("it uses the activations Sigmoid, Relu; only the defaults "
                                                             "(Sigmoid, Tanh) are unrolled")
     assert unroll_recurrent(model) is None and model.graph.node[0].op_type == "GRU"
+    with pytest.raises(PassError, match=r"^GRU node 'cell' cannot be lowered to TFLite yet; recurrent cells are exported "
+                                        r"unrolled, and this one cannot be: it uses the activations Sigmoid, Relu"):
+        export_tflite(Artifact.from_model(model))
 
 
 def _torch_classifier(kind: str, *, dynamic_batch: bool, dynamic_steps: bool = False, hidden: int = 16,

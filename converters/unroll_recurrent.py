@@ -15,6 +15,10 @@ The outputs Y / Y_h / Y_c are rebuilt with Unsqueeze + Concat. Where Y only feed
 one step (PyTorch's ``rnn(x)[0][:, -1]``: Squeeze, Transpose, Reshape, Gather), those ops are run on a
 probe tensor of distinct numbers to find which step and direction each result is, and the result is
 replaced by that step's hidden state: no 49-way Concat and no Gather for the exporter.
+
+The cost: every step's Gemm holds its own copy of the weights (T copies in the int8 file, 1.4 MB for a
+64-unit GRU over 49 steps), because the exact int8 requantization grids of ``converters.integer_scales``
+depend on each Gemm's own input and output scales; shared weights made TFLite Micro and LiteRT differ.
 """
 
 from __future__ import annotations

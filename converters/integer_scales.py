@@ -185,7 +185,9 @@ def exact_requantization(model: onnx.ModelProto, float_weights: dict[str, np.nda
         bias = None
         if bias_dq is not None:
             bias = float_weights.get(bias_dq.input[0].removesuffix("_quantized"))
-            if bias_dq.op_type != "DequantizeLinear" or bias is None or bias_dq.input[0] not in init:
+            # a bias shared by several layers (onnxruntime's optimizer merges equal small constants) has one scale
+            if (bias_dq.op_type != "DequantizeLinear" or bias is None or bias_dq.input[0] not in init
+                    or len(readers.get(bias_dq.output[0], [])) != 1):
                 continue
         old = numpy_helper.to_array(init[w_dq.input[1]])
         scales, exact = _exact_scales(old, source, w_dq, x_q, y_q)

@@ -18,6 +18,8 @@ graphs that are valid ONNX but trip onnxruntime's quantizer or hide constants fr
    (onnxruntime's quantizer fails on 2-D Gemm biases).
 6. ``Sub`` / ``Div`` by a constant become ``Add`` / ``Mul`` by its negation / reciprocal, and
    ``HardSigmoid`` becomes ``Mul`` + ``Add`` + ``Clip(0, 1)``: ops the int8 kernels have.
+7. ``GRU`` / ``LSTM`` with a fixed sequence length are unrolled into per-step primitives
+   (``converters.unroll_recurrent``).
 
 Every rewrite keeps the function of the graph (within float rounding) and is logged at debug level; the
 list of notes returned says what changed, for provenance.
@@ -32,6 +34,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from converters.unroll_recurrent import unroll_recurrent
 from edge.errors import PassError
 
 log = logging.getLogger("edge")
@@ -80,6 +83,8 @@ def _pipeline(upgrade: bool) -> list[Callable[[onnx.ModelProto], str | None]]:
         steps.append(_upgrade_opset)
     steps += [_constants_to_initializers, _fold_constants, _drop_identities, _fold_batch_norms, _normalize_gemms,
               _flatten_row_biases, _sub_div_by_constants, fuse_hard_swish, _expand_hard_sigmoids]
+    # last: the unrolled steps need the recurrent weights as constants (folded above) and add only plain ops
+    steps.append(unroll_recurrent)
     return steps
 
 

@@ -19,8 +19,9 @@
 
 Before quantizing, the graph is normalised (``converters.normalize``) so graphs from other exporters quantize:
 old opsets upgraded to 13, initializers listed as inputs made constants, constants and BatchNormalization folded.
-Add, Mul, LeakyRelu, PRelu and HardSwish are quantized too (``EXTRA_QDQ_OP_TYPES``), so residual and
-squeeze-excite networks export fully int8; LSTM / GRU / RNN stay in float with a warning.
+Add, Sub, Mul, LeakyRelu, PRelu and HardSwish are quantized too (``EXTRA_QDQ_OP_TYPES``), so residual and
+squeeze-excite networks export fully int8. GRU / LSTM with a fixed sequence length are unrolled by the
+normalisation into per-step primitives and quantize like them; others (and RNN) stay in float with a warning.
 
 Mixed precision under an accuracy budget lives in ``converters.mixed_precision``.
 """
@@ -49,13 +50,13 @@ log = logging.getLogger("edge")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 #: Ops onnxruntime's QDQ quantizer leaves in float by default that int8 engines run in integer (lookup tables,
 #: MEAN, CONCATENATION); without them an EEGNet's ELU (and the pooling after it) would stay float between DQ and Q.
-EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean", "Add", "Mul",
-                      "LeakyRelu", "PRelu", "HardSwish")
+EXTRA_QDQ_OP_TYPES = ("Elu", "Sigmoid", "Tanh", "Softmax", "Concat", "GlobalAveragePool", "ReduceMean", "Add", "Sub",
+                      "Mul", "LeakyRelu", "PRelu", "HardSwish")
 #: The int8 output quantization TFLite's kernels fix for these ops (scale, zero point); calibrating them
 #: instead would give a file LiteRT refuses.
 FIXED_OUTPUT_QUANTIZATION = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128), "Tanh": (1 / 128, 0)}
 ACTIVATION_TYPES = ("int8", "int16")
-#: Recurrent cells: quantize-int8 leaves them in float (evaluated in onnxruntime, not exported to TFLite).
+#: Recurrent cells the normalisation could not unroll: quantize-int8 leaves them in float (onnxruntime only).
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 
 
@@ -89,9 +90,38 @@ def _normalized_model(artifact: Artifact, owner: str) -> onnx.ModelProto:
         log.info("%s: %s", owner, note)
     recurrent = [f"{n.op_type} '{n.name}'" for n in model.graph.node if n.op_type in RECURRENT_OPS]
     if recurrent:
-        log.warning("%s: recurrent cells stay in float (onnxruntime's static quantizer has no int8 ones; the TFLite "
-                    "exporter does not lower them): %s", owner, ", ".join(recurrent))
+        log.warning("%s: recurrent cells stay in float (they could not be unrolled; onnxruntime's static quantizer "
+                    "has no int8 ones and the TFLite exporter does not lower them): %s", owner, ", ".join(recurrent))
     return model
+
+
+def _unshare_layer_constants(path: Path) -> None:
+    """Give each Conv / Gemm / MatMul its own weight and bias, where onnxruntime's optimizer merged equal ones.
+
+    Its constant sharing merges equal small initializers (the biases of an unrolled GRU's steps, hidden size
+    8 or less); a shared weight or bias gets one scale, so ``exact_requantization`` could not fit each layer.
+    """
+    model = onnx.load(path)
+    inits = {t.name: t for t in model.graph.initializer}
+    seen: set[str] = set()
+    copies = 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        for i in (1, 2):
+            name = node.input[i] if len(node.input) > i else ""
+            if name not in inits:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}_for_{node.name or node.output[0]}"
+                model.graph.initializer.append(copy)
+                node.input[i] = copy.name
+                copies += 1
+            seen.add(name)
+    if copies:
+        onnx.save(model, path)
 
 
 def _calibration_feed(artifact: Artifact, calibration: np.ndarray, owner: str) -> tuple[np.ndarray, int]:
@@ -181,8 +211,9 @@ def quantize_static_model(
     qtypes = {"int8": QuantType.QInt8, "int16": QuantType.QInt16}
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     overrides: dict[str, list[dict[str, Any]]] = {}
+    normalized = _normalized_model(artifact, owner)
     if activations == "int8":
-        for node in artifact.model.graph.node:
+        for node in normalized.graph.node:  # the normalised graph: unrolled recurrent cells add Sigmoid / Tanh
             if node.op_type in FIXED_OUTPUT_QUANTIZATION and node.name not in (exclude or []):
                 scale, zero_point = FIXED_OUTPUT_QUANTIZATION[node.op_type]
                 overrides[node.output[0]] = [{"scale": np.array(scale, np.float32),
@@ -192,13 +223,14 @@ def quantize_static_model(
         extra["TensorQuantOverrides"] = overrides
     with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
         source, prepared, output = (Path(tmp) / n for n in ("in.onnx", "prep.onnx", "out.onnx"))
-        onnx.save(_normalized_model(artifact, owner), source)
+        onnx.save(normalized, source)
         chatter = io.StringIO()  # onnxruntime's calibrators print progress to stdout
         try:
             # stderr too: quant_pre_process logs a traceback of its optimizer's failure before raising
             with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
                 _undo_hard_swish_inlining(prepared)
+                _unshare_layer_constants(prepared)
                 # 16-bit activations make quantize_static move the graph to opset 21, whose standard
                 # QuantizeLinear/DequantizeLinear take int16: no contrib ops needed, ORT CPU runs it.
                 quantize_static(

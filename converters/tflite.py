@@ -83,6 +83,7 @@ import onnx
 from onnx import numpy_helper
 
 from converters.normalize import normalize_graph
+from converters.unroll_recurrent import RECURRENT_CELLS, variable_length_cells, why_not_unrolled
 from converters.tflite_foreign_ops import ForeignOps
 from edge.artifact import METADATA_KEY, Artifact, Meta, PassRecord
 from edge.errors import EdgeError, MetadataError, PassError
@@ -108,6 +109,7 @@ SUPPORTED_OPS = {
     "MaxPool": "MAX_POOL_2D (2-D, no ceil_mode, VALID or SAME; other pads as PADV2 with the lowest value first)",
     "Elu": "ELU (alpha = 1; int8 as a lookup table, which Vela also maps to the NPU)",
     "Add": "ADD",
+    "Sub": "SUB (of two activations; Sub by a constant becomes Add in converters.normalize)",
     "Mul": "MUL",
     "Greater": "GREATER (float operands, bool result)",
     "Where": "SELECT_V2 (float values; constants broadcast at the output's rank)",
@@ -137,8 +139,8 @@ SUPPORTED_OPS = {
 
 #: Why an op has no lowering, where the reason is not simply "not written yet".
 UNSUPPORTED_REASONS = {
-    "LSTM": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
-    "GRU": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
+    "LSTM": "recurrent cells are exported unrolled (converters.unroll_recurrent), when they can be",
+    "GRU": "recurrent cells are exported unrolled (converters.unroll_recurrent), when they can be",
     "RNN": "recurrent cells are not exported (quantize-int8 keeps them in float; run the ONNX model in onnxruntime)",
 }
 
@@ -180,6 +182,10 @@ class _Exporter(ForeignOps):
         self.meta = copy.deepcopy(artifact.meta)
         # the sha256 of the ONNX model this file comes from, so an evaluation can verify the .onnx beside it
         self.meta.provenance.append(PassRecord("export-tflite", {"io": io}, artifact.sha256))
+        for node in variable_length_cells(artifact.model):  # batch 1 below would fix its length to 1 too
+            raise PassError(f"{node.op_type} {_node_label(node)} cannot be lowered to TFLite yet; recurrent cells are "
+                            f"exported unrolled, and this one cannot be: its sequence length is not fixed (export the "
+                            f"model with a fixed sequence length).")
         # batch 1 first: the normalisation then folds the Shape -> Reshape chains of legacy exporters
         self.model, notes = normalize_graph(_with_batch_one(artifact.model))
         for note in notes:
@@ -405,6 +411,9 @@ class _Exporter(ForeignOps):
             node = missing[0]
             known = f"the exporter supports {', '.join(sorted(SUPPORTED_OPS))}"
             reason = UNSUPPORTED_REASONS.get(node.op_type, known)
+            if node.op_type in RECURRENT_CELLS and not node.domain:  # normalize_graph unrolls the ones it can
+                why = why_not_unrolled(self.model, node)
+                reason = f"recurrent cells are exported unrolled, and this one cannot be: {why}"
             domain = f" (domain '{node.domain}')" if node.domain else ""
             raise PassError(f"{node.op_type}{domain} {_node_label(node)} cannot be lowered to TFLite yet; {reason}.")
         inputs = []
@@ -1136,6 +1145,9 @@ class _Exporter(ForeignOps):
 
     def _lower_Mul(self, node: onnx.NodeProto) -> None:
         self._binary(node, "MUL", self.s.MulOptionsT())
+
+    def _lower_Sub(self, node: onnx.NodeProto) -> None:
+        self._binary(node, "SUB", self.s.SubOptionsT())
 
     # -- float ops of spiking step graphs ----------------------------------------------------------
     def _new(self, name: str, shape: tuple[int, ...], dtype: str, layout: str) -> _Value:

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from converters.integer_scales import exact_requantization, tie_free_average_pools
+from converters.integer_scales import exact_activation_products, exact_requantization, tie_free_average_pools
 from converters.normalize import fuse_hard_swish, normalize_graph
 from edge.artifact import Artifact
 from edge.errors import PassError
@@ -231,6 +231,10 @@ def quantize_static_model(
         if changed:
             log.info("%s: even weights and exact multipliers in %d layers, so integer kernels round as onnxruntime",
                      owner, len(changed))
+        exact, engines_only = exact_activation_products(quantized)
+        if exact or engines_only:
+            log.info("%s: Mul output scales chosen so integer kernels round as onnxruntime in %d of %d int8 Muls "
+                     "(TFLite Micro as LiteRT in all)", owner, len(exact), len(exact) + len(engines_only))
     return quantized
 
 

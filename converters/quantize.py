@@ -227,14 +227,15 @@ def quantize_static_model(
             log.info("%s: output scale of %s widened by 1/32 so integer kernels round as onnxruntime does",
                      owner, ", ".join(changed))
     if integer_exact:
-        changed = exact_requantization(quantized, float_weights)
-        if changed:
-            log.info("%s: even weights and exact multipliers in %d layers, so integer kernels round as onnxruntime",
-                     owner, len(changed))
+        # first the Mul output scales: the layers reading them take their multipliers from the new scales
         exact, engines_only = exact_activation_products(quantized)
         if exact or engines_only:
             log.info("%s: Mul output scales chosen so integer kernels round as onnxruntime in %d of %d int8 Muls "
                      "(TFLite Micro as LiteRT in all)", owner, len(exact), len(exact) + len(engines_only))
+        changed = exact_requantization(quantized, float_weights)
+        if changed:
+            log.info("%s: even weights and exact multipliers in %d layers, so integer kernels round as onnxruntime",
+                     owner, len(changed))
     return quantized
 
 

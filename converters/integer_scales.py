@@ -293,17 +293,15 @@ def mul_outputs_agree(a: np.ndarray, b: np.ndarray, x_q: tuple[float, int], y_q:
     on every pair of int8 inputs (``a[i]``, ``b[i]``) with quantizations ``x_q`` and ``y_q``."""
     f32 = np.float32
     p = (a.astype(np.int64) - x_q[1]) * (b.astype(np.int64) - y_q[1])
-    fixed = {engine: tflite_mul_multiplier(x_q[0], y_q[0], out[0], engine) for engine in ("tflm", "litert")}
-    if fixed["tflm"] != fixed["litert"]:
-        return False
-    tflite = fixed_point_requantize(p, *fixed["tflm"])
+    tflm, litert = (fixed_point_requantize(p, *tflite_mul_multiplier(x_q[0], y_q[0], out[0], engine))
+                    for engine in ("tflm", "litert"))
     fused = onnxruntime_mul(p, x_q[0], y_q[0], out[0])
     # onnxruntime without graph optimisation: DQ in float32, a float32 Mul, then QuantizeLinear
     values = ((a.astype(np.int64) - x_q[1]).astype(f32) * f32(x_q[0])) * ((b.astype(np.int64) - y_q[1]).astype(f32)
                                                                           * f32(y_q[0]))
     plain = np.rint(values / f32(out[0])).astype(np.int64)
-    clip = [np.clip(v + out[1], -128, 127) for v in (tflite, fused, plain)]
-    return bool(np.array_equal(clip[0], clip[1]) and np.array_equal(clip[0], clip[2]))
+    clip = [np.clip(v + out[1], -128, 127) for v in (tflm, litert, fused, plain)]
+    return all(np.array_equal(clip[0], other) for other in clip[1:])
 
 
 def exact_mul_scale(a: np.ndarray | None, b: np.ndarray | None, x_q: tuple[float, int], y_q: tuple[float, int],

@@ -23,6 +23,16 @@ closer to one than 1/(2q) = M > 2^-(R+1): both roundings give round(acc * M), in
 keeps onnxruntime's own scale when no such q lies within 25 % of its own multiplier (M > 1/2, where
 every engine rounds once, and M between 1/6 and 2/5), or when the float32 scales cannot hold M that
 precisely (multipliers below about 3e-5).
+
+Mul of two int8 activations (:func:`exact_activation_products`): TFLite's MUL rounds the product
+P = (q1 - z1)(q2 - z2) twice, onnxruntime's fused QLinearMul once, and with P any integer no output scale
+makes the two agree everywhere (the first rounding carries every P within 2^-(R+1) of a step below a tie up
+to the tie). But x * sigmoid(x) (SiLU) and x * constant see at most 256 products per constant, so the
+output scale is the smallest one, widened by at most 1/32, on which the engines' arithmetic, written out
+here and checked against the real engines on all 65,536 int8 pairs, agrees on all of them. For the rest
+(x * gate in squeeze-excite blocks) the scale is only chosen so TFLite Micro (multiplier in double) and
+LiteRT's reference kernels (in float32) derive the same multiplier: measured, 1 step on 0.2-0.7 % of the
+pairs remains against onnxruntime.
 """
 
 from __future__ import annotations

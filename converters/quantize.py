@@ -8,7 +8,10 @@
   Distribution calibration is refused: onnxruntime meant it for float8, and it ruins integer models.
   With ``integer_exact`` (the default) the int8 convolutions and fully connected layers get even weights
   and multipliers 1/(2q), q odd (``converters.integer_scales``): one bit of weight resolution buys
-  TFLite / TFLite Micro / Ethos-U files that compute exactly what the ONNX QDQ model computes.
+  TFLite / TFLite Micro / Ethos-U files that compute exactly what the ONNX QDQ model computes. An int8 Mul's
+  output scale is widened by at most 1/32 so that x * sigmoid(x) and x * constant round alike in every
+  engine, and any other Mul gets the same multiplier in TFLite Micro as in LiteRT (one onnxruntime step on
+  a few tenths of a percent of its outputs remains there: no scale removes it).
   Sigmoid, Tanh and Softmax outputs take the fixed int8 grids TFLite's kernels assume (1/256 or 1/128)
   instead of calibrated ones, so they export as int8 LOGISTIC / TANH / SOFTMAX.
 - ``QuantizeDynamicInt8`` (``quantize-dynamic-int8``): int8 weights, activation ranges computed at run

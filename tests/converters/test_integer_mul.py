@@ -69,7 +69,8 @@ def _steps(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np
     floats = {}
     for name, x in feeds.items():
         dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == f"{name}_q")
-        floats[name] = ((x.astype(np.int64) - int(init[dq.input[2]])) * np.float32(init[dq.input[1]])).astype(np.float32)
+        steps = x.astype(np.int64) - int(init[dq.input[2]])
+        floats[name] = (steps * np.float32(init[dq.input[1]])).astype(np.float32)
     outputs = {
         "onnxruntime": OnnxRuntimeSession(artifact).run_named(floats)["y"],
         "litert": next(iter(LiteRTSession(data, kernels="reference").run_named(feeds).values())),

@@ -104,18 +104,19 @@ def test_kernel_models_match_the_engines_on_every_pair() -> None:
 
 def test_independent_mul_gets_one_multiplier_in_both_tflite_engines() -> None:
     """A broadcast Mul of two activations (squeeze-excite): TFLite Micro == LiteRT after the fix; onnxruntime
-    still parts from both by one step on a few tenths of a percent of the pairs."""
+    parts from both by one step on a few tenths of a percent of the pairs before, on a few pairs after."""
     x_q, out = (0.05, 3), (0.04, -2)
     body = [helper.make_node("Mul", ["a_d", "b_d"], ["m"], name="mul")]
     model = _model({"a": ([1, 256, 256], x_q), "b": ([1, 256, 1], SIGMOID)}, body, out, [1, 256, 256])
     feeds = {"a": np.repeat(GRID[None, :], 256, 0)[None].astype(np.int8), "b": GRID[None, :, None].astype(np.int8)}
     before = _steps(model, feeds)
     assert not np.array_equal(before["litert"], before["tflm"])
+    assert np.sum(before["litert"] != before["onnxruntime"]) > 100
     assert exact_activation_products(model) == ([], ["mul"])
     after = _steps(model, feeds)
     assert np.array_equal(after["litert"], after["tflm"])
     difference = np.abs(after["litert"] - after["onnxruntime"])
-    assert difference.max() == 1 and difference.mean() < 0.01
+    assert difference.max() == 1 and np.sum(difference) <= 8  # the ties P = +-q/2 (measured: 6 of 65,536)
 
 
 def _silu(x_q: tuple[float, int], out: tuple[float, int]) -> onnx.ModelProto:

@@ -10,8 +10,8 @@
   and multipliers 1/(2q), q odd (``converters.integer_scales``): one bit of weight resolution buys
   TFLite / TFLite Micro / Ethos-U files that compute exactly what the ONNX QDQ model computes. An int8 Mul's
   output scale is widened by at most 1/32 so that x * sigmoid(x) and x * constant round alike in every
-  engine, and any other Mul gets the same multiplier in TFLite Micro as in LiteRT (one onnxruntime step on
-  a few tenths of a percent of its outputs remains there: no scale removes it).
+  engine; any other Mul gets a multiplier just above 1/q, q even, where the three engines differ on a few
+  of the 65,536 int8 pairs (a few tenths of a percent with the calibrated scale).
   Sigmoid, Tanh and Softmax outputs take the fixed int8 grids TFLite's kernels assume (1/256 or 1/128)
   instead of calibrated ones, so they export as int8 LOGISTIC / TANH / SOFTMAX.
 - ``QuantizeDynamicInt8`` (``quantize-dynamic-int8``): int8 weights, activation ranges computed at run

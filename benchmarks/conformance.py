@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.corpus import ARCHITECTURES, Architecture, export_onnx, random_inputs  # noqa: E402
-from edge.errors import EdgeError  # noqa: E402
+from edge.errors import EdgeError, EngineError  # noqa: E402
 
 #: (architecture, dynamic batch, opset) of the ``--fast`` subset, which tests/test_conformance.py also runs.
 FAST_ROWS = (("ds-cnn", True, 13), ("ds-cnn", False, 13), ("resnet-8", True, 18), ("fc-autoencoder", False, 13),
@@ -131,8 +131,10 @@ def _run_row(row: Row, architecture: Architecture, folder: Path, heldout: int, v
         child, _ = convert(source, output, passes, calibration=str(calibration), on_pass=on_pass, exports=("tflite",),
                            tflite_io="int8", tolerance=Tolerance(min_agreement=0.0))
     except EdgeError as exc:
-        row.stage = "quantize" if "quantize-int8" not in steps else (
-            "TFLite export" if "tflite (LiteRT)" not in steps else "TFLite check")
+        if "quantize-int8" not in steps:  # an engine error here comes from running the model to check the pass
+            row.stage = "quantize check" if isinstance(exc, EngineError) else "quantize"
+        else:
+            row.stage = "TFLite export" if "tflite (LiteRT)" not in steps else "TFLite check"
         row.reason = _first_line(exc)
         return
     except Exception:
@@ -247,7 +249,7 @@ def format_table(rows: list[Row]) -> str:
              "LiteRT ref: top-1 / max steps | TFLM: top-1 / max steps | TFLM = LiteRT ref | Vela NPU/CPU ops | pass |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        quantized = ("no" if row.stage == "quantize" else "-" if row.stage in ("ONNX export", "crash")
+        quantized = ("no" if row.stage.startswith("quantize") else "-" if row.stage in ("ONNX export", "crash")
                      and row.float_agreement is None else f"yes ({_percent(row.float_agreement)} %)")
         fully = "-" if row.fully_int8 is None else "yes" if row.fully_int8 else "no: float " + ", ".join(row.float_ops)
         exact = "-" if row.bit_exact is None else "yes" if row.bit_exact else "no"

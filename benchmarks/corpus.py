@@ -169,7 +169,7 @@ def _torchvision(name: str) -> Callable[[], object]:
     return build
 
 
-_TV = f"{TORCHVISION_SIZE}x{TORCHVISION_SIZE} RGB, {TORCHVISION_CLASSES} classes (224, 1000 in the paper)"
+_TV = f"{TORCHVISION_SIZE}x{TORCHVISION_SIZE} RGB, {TORCHVISION_CLASSES} classes"  # ImageNet: 224x224, 1000
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in [
     Architecture("ds-cnn", _ds_cnn, (1, 49, 10), "49x10 MFCC, 12 classes"),
     Architecture("resnet-8", _resnet8, (3, 32, 32), "32x32 RGB, 10 classes"),

@@ -99,6 +99,8 @@ def run_row(architecture: Architecture, dynamic: bool, opset: int, folder: Path,
     start = time.perf_counter()
     try:
         _run_row(row, architecture, folder, heldout, vela)
+    except EdgeError as exc:  # an engine or the Vela compiler refusing the file, in one sentence
+        row.reason = _first_line(exc)
     except Exception as exc:  # an unexpected exception is itself the finding: a user would see a traceback
         where = traceback.extract_tb(exc.__traceback__)[-1]
         row.stage = row.stage or "crash"
@@ -151,13 +153,10 @@ def _run_row(row: Row, architecture: Architecture, folder: Path, heldout: int, v
         row.stage = "Vela"
         from runtimes.vela import compile_for_npu
 
-        try:
-            _, summary = compile_for_npu(data, ACCELERATOR)
-        except EdgeError as exc:
-            row.stage, row.reason = "Vela", _first_line(exc)
-            return
+        _, summary = compile_for_npu(data, ACCELERATOR)
         row.npu_operators, row.cpu_operators = summary["npu_operators"], summary["cpu_operators"]
-        row.cpu_operations = sorted({f"{op['op']} ({op['reason']})" for op in summary["cpu_operations"]})
+        row.cpu_operations = sorted({f"{op['op']} ({op['reason']})" if op["reason"] else op["op"]
+                                     for op in summary["cpu_operations"]})
     row.stage = ""
 
 
@@ -271,6 +270,9 @@ def format_table(rows: list[Row]) -> str:
     if failures:
         lines += ["", "Failures (rows sharing a reason grouped):", ""]
         lines += [f"- {', '.join(names)}: {reason}" for reason, names in failures.items()]
+    on_cpu = [f"- {row.name}: {'; '.join(row.cpu_operations)}" for row in rows if row.cpu_operations]
+    if on_cpu:
+        lines += ["", f"Operators Vela left on the CPU ({ACCELERATOR}):", "", *on_cpu]
     notes = [f"- {row.name}: {row.exporter}" for row in rows if ";" in row.exporter]
     if notes:
         lines += ["", "Export notes (opset 18 tries torch.export first, then TorchScript):", "", *notes]

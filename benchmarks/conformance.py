@@ -248,8 +248,9 @@ def format_table(rows: list[Row]) -> str:
              "LiteRT ref: top-1 / max steps | TFLM: top-1 / max steps | TFLM = LiteRT ref | Vela NPU/CPU ops | pass |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        quantized = ("no" if row.stage.startswith("quantize") else "-" if row.stage in ("ONNX export", "crash")
-                     and row.float_agreement is None else f"yes ({_percent(row.float_agreement)} %)")
+        quantized = ("no" if row.stage == "quantize" else "yes, check failed" if row.stage == "quantize check"
+                     else "-" if row.float_agreement is None else "yes" if row.task == "autoencoder"
+                     else f"yes ({_percent(row.float_agreement)} %)")
         fully = "-" if row.fully_int8 is None else "yes" if row.fully_int8 else "no: float " + ", ".join(row.float_ops)
         exact = "-" if row.bit_exact is None else "yes" if row.bit_exact else "no"
         vela = "-" if row.npu_operators is None else f"{row.npu_operators}/{row.cpu_operators}"

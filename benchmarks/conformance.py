@@ -24,18 +24,19 @@ reading, quantization, TFLite export, the engines) and the one sentence the tool
 
     .venv/bin/python benchmarks/conformance.py                        # the whole corpus (about 50 rows)
     .venv/bin/python benchmarks/conformance.py --fast                 # four small rows
-    .venv/bin/python benchmarks/conformance.py --only resnet-8 --out table.md --models-dir /tmp/corpus_models
+    .venv/bin/python benchmarks/conformance.py --only resnet-8 --out table.md --json rows.json --models-dir /tmp/m
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fast", action="store_true", help="only the rows tests/test_conformance.py runs")
     parser.add_argument("--only", nargs="+", metavar="ARCH", help=f"architectures: {', '.join(ARCHITECTURES)}")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    parser.add_argument("--json", type=Path, help="also write every row's measurements to this JSON file")
     parser.add_argument("--models-dir", type=Path, help="keep the exported ONNX/TFLite files here (default: a temp folder)")
     parser.add_argument("--heldout", type=int, default=HELDOUT_TRIALS, help="held-out inputs per row")
     parser.add_argument("--no-vela", action="store_true", help="skip the Vela compile")
@@ -313,9 +315,16 @@ def main(argv: list[str] | None = None) -> None:
     table = format_table(rows)
     print(table)
     if args.out:
-        temporary_out = args.out.with_name(args.out.name + ".tmp")
-        temporary_out.write_text(table + "\n")
-        temporary_out.replace(args.out)
+        _write_text(args.out, table + "\n")
+    if args.json:
+        _write_text(args.json, json.dumps([{**asdict(row), "passed": row.passed} for row in rows], indent=1) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary name, so a half-written file never takes the place of a good one."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-vela", action="store_true", help="skip the Vela compile")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # its per-initializer warnings would bury the per-row progress
     rows = []
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.models_dir or Path(temporary)

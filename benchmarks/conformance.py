@@ -22,8 +22,8 @@ when the file is fully int8 and top-1 agreement is >= 99 % in both engines. A ro
 reading, quantization, TFLite export, the engines) and the one sentence the toolkit gave; an unexpected exception
 (a traceback a user would see) is reported as such.
 
-    .venv/bin/python benchmarks/conformance.py                        # the whole corpus (about 50 rows)
-    .venv/bin/python benchmarks/conformance.py --fast                 # four small rows
+    .venv/bin/python benchmarks/conformance.py                        # the whole corpus (52 rows, ~13 min)
+    .venv/bin/python benchmarks/conformance.py --fast                 # the five rows of tests/test_conformance.py
     .venv/bin/python benchmarks/conformance.py --only resnet-8 --out table.md --json rows.json --models-dir /tmp/m
 """
 

@@ -1,0 +1,268 @@
+"""The conformance corpus: architectures users bring, built in PyTorch with seeded random weights, exported to ONNX.
+
+No downloads: every network is defined here (the MLPerf Tiny four, a GRU and an LSTM classifier) or taken from
+torchvision's model definitions with ``weights=None``. BatchNorm layers get random affine parameters and running
+statistics measured on random data (cumulative average over a few train-mode passes), so folding them into the
+convolutions is exercised with non-trivial values. Each network is exported with a static batch of 1 or a dynamic
+batch axis, at opset 13 (TorchScript exporter) or 18 (torch.export-based exporter, falling back to TorchScript
+when it fails; the fallback is recorded in the export note).
+
+>>> from benchmarks.corpus import ARCHITECTURES, export_onnx
+>>> note = export_onnx(ARCHITECTURES["ds-cnn"], "ds_cnn.onnx", opset=13, dynamic=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import tempfile
+import types
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+log = logging.getLogger("edge")
+
+#: Seed of the weights, of the BatchNorm statistics' data and (offset) of the calibration and held-out inputs.
+SEED = 0
+#: Spatial size the torchvision networks are built for (224 in their papers; smaller keeps the table fast).
+TORCHVISION_SIZE = 64
+#: Classes of the torchvision networks' classifier (1000 in ImageNet; 10 keeps the last layer small).
+TORCHVISION_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One corpus network: how to build it, its input shape (batch excluded) and what its output means."""
+
+    name: str
+    build: Callable[[], object]
+    input_shape: tuple[int, ...]
+    size_note: str
+    task: str = "classifier"  # "classifier" (top-1 is meaningful) or "autoencoder" (a reconstruction)
+
+
+# -- MLPerf Tiny ----------------------------------------------------------------------------------------------
+
+
+def _ds_cnn():
+    """DS-CNN (small) for keyword spotting: a 10x4 stride-2 conv, four depthwise-separable blocks, 12 classes."""
+    import torch.nn as nn
+
+    layers: list[nn.Module] = [nn.Conv2d(1, 64, (10, 4), stride=(2, 2), padding=(5, 1)), nn.BatchNorm2d(64), nn.ReLU()]
+    for _ in range(4):
+        layers += [nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.BatchNorm2d(64), nn.ReLU(),
+                   nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64), nn.ReLU()]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 12)]
+    return nn.Sequential(*layers)
+
+
+def _resnet8():
+    """ResNet-8 for CIFAR-10: a 16-filter stem and three residual stacks (16, 32, 64 filters), 10 classes."""
+    import torch
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                                      nn.Conv2d(c_out, c_out, 3, 1, 1), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Conv2d(c_in, c_out, 1, stride)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.body(x) + self.shortcut(x))
+
+    return nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(),
+                         Block(16, 16, 1), Block(16, 32, 2), Block(32, 64, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
+def _mobilenet_v1_025():
+    """MobileNetV1 with width multiplier 0.25 for visual wake words (96x96 RGB, 2 classes)."""
+    import torch.nn as nn
+
+    def separable(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in), nn.BatchNorm2d(c_in), nn.ReLU(),
+                nn.Conv2d(c_in, c_out, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    plan = [(8, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2)] + [(128, 128, 1)] * 5 + [
+        (128, 256, 2), (256, 256, 1)]
+    layers: list[nn.Module] = [nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU()]
+    for c_in, c_out, stride in plan:
+        layers += separable(c_in, c_out, stride)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 2)]
+    return nn.Sequential(*layers)
+
+
+def _fc_autoencoder():
+    """The anomaly-detection FC autoencoder: 640 -> 4x128 -> 8 -> 4x128 -> 640, BatchNorm and ReLU between."""
+    import torch.nn as nn
+
+    widths = [640, 128, 128, 128, 128, 8, 128, 128, 128, 128]
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(widths, widths[1:], strict=False):
+        layers += [nn.Linear(c_in, c_out), nn.BatchNorm1d(c_out), nn.ReLU()]
+    layers.append(nn.Linear(128, 640))
+    return nn.Sequential(*layers)
+
+
+# -- recurrent classifiers ------------------------------------------------------------------------------------
+
+
+def _recurrent(kind: str):
+    """A keyword classifier over 49 MFCC frames of 10 coefficients: one GRU or LSTM layer (64), the last step, 12 classes."""
+    import torch
+    import torch.nn as nn
+
+    class Recurrent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = (nn.GRU if kind == "gru" else nn.LSTM)(10, 64, batch_first=True)
+            self.head = nn.Linear(64, 12)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(x)[0][:, -1])
+
+    return Recurrent()
+
+
+# -- torchvision ----------------------------------------------------------------------------------------------
+
+
+def torchvision_models() -> types.ModuleType:
+    """``torchvision.models``, loaded without torchvision's compiled ops when they do not load.
+
+    The torchvision 0.28.0 wheel on PyPI is built against CUDA torch; with the CPU build of torch 2.13 its
+    ``__init__`` fails registering ``torchvision::nms``. The model definitions are pure Python, so they are
+    imported from the package folder with an empty package module in place of that ``__init__``.
+    """
+    try:
+        import torchvision.models as models
+
+        return models
+    except (ImportError, RuntimeError, OSError) as exc:
+        log.debug("torchvision's own import failed (%s); loading the model definitions alone", exc)
+    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+        del sys.modules[name]
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the conformance corpus needs torchvision's model definitions: pip install torchvision==0.28.0")
+    package = types.ModuleType("torchvision")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules["torchvision"] = package
+    import torchvision.models as models
+
+    return models
+
+
+def _torchvision(name: str) -> Callable[[], object]:
+    def build():
+        return getattr(torchvision_models(), name)(weights=None, num_classes=TORCHVISION_CLASSES)
+
+    build.__doc__ = f"torchvision's {name} (weights=None, {TORCHVISION_CLASSES} classes)."
+    return build
+
+
+_TV = f"{TORCHVISION_SIZE}x{TORCHVISION_SIZE} RGB, {TORCHVISION_CLASSES} classes"  # ImageNet: 224x224, 1000
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in [
+    Architecture("ds-cnn", _ds_cnn, (1, 49, 10), "49x10 MFCC, 12 classes"),
+    Architecture("resnet-8", _resnet8, (3, 32, 32), "32x32 RGB, 10 classes"),
+    Architecture("mobilenet-v1-0.25", _mobilenet_v1_025, (3, 96, 96), "96x96 RGB, 2 classes"),
+    Architecture("fc-autoencoder", _fc_autoencoder, (640,), "640 features", task="autoencoder"),
+    *[Architecture(name, _torchvision(name), (3, TORCHVISION_SIZE, TORCHVISION_SIZE), _TV) for name in (
+        "mobilenet_v2", "mobilenet_v3_small", "resnet18", "squeezenet1_1", "shufflenet_v2_x0_5", "efficientnet_b0",
+        "mnasnet0_5")],
+    Architecture("gru-classifier", lambda: _recurrent("gru"), (49, 10), "49 frames x 10 MFCC, 12 classes"),
+    Architecture("lstm-classifier", lambda: _recurrent("lstm"), (49, 10), "49 frames x 10 MFCC, 12 classes"),
+]}
+
+
+def build_model(architecture: Architecture, seed: int = SEED):
+    """The network in eval mode with seeded random weights and non-trivial BatchNorm parameters and statistics."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = architecture.build()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight.copy_(0.5 + torch.rand(norm.weight.shape, generator=generator))
+            norm.bias.copy_(0.2 * torch.randn(norm.bias.shape, generator=generator))
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average: the statistics of exactly the passes below
+        if norms:
+            model.train()
+            for _ in range(4):
+                model(torch.randn((16, *architecture.input_shape), generator=generator))
+    return model.eval()
+
+
+def random_inputs(architecture: Architecture, count: int, seed: int) -> np.ndarray:
+    """``count`` inputs drawn from a standard normal distribution, float32, in the model's input layout."""
+    return np.random.default_rng(seed).standard_normal((count, *architecture.input_shape)).astype(np.float32)
+
+
+def export_onnx(architecture: Architecture, path: str | Path, *, opset: int, dynamic: bool, seed: int = SEED) -> str:
+    """Write the network as one self-contained ONNX file; returns a note on how it was exported.
+
+    Opset 13 uses the TorchScript exporter (``dynamo=False``); opset 18 tries the torch.export-based one first
+    and falls back to TorchScript when it fails (the note says so). The input is named ``input``, the output
+    ``output``; ``dynamic`` makes their first axis a symbolic ``batch``.
+    """
+    import torch
+
+    model = build_model(architecture, seed)
+    path = Path(path)
+    exporters = ["dynamo", "torchscript"] if opset >= 18 else ["torchscript"]
+    failures = []
+    for exporter in exporters:
+        # torch.export specialises a size-1 axis to a constant, so a dynamic export traces a batch of 2
+        sample = torch.randn((2 if dynamic else 1, *architecture.input_shape), generator=torch.Generator().manual_seed(seed))
+        try:
+            onnx_model = _export(model, sample, opset, dynamic, exporter)
+        except Exception as exc:  # any exporter failure is a finding for the note, then the fallback is tried
+            failures.append(f"{exporter} export failed ({type(exc).__name__}: {_first_line(exc)})")
+            continue
+        _write_atomic(onnx_model, path)
+        return "; ".join([*failures, exporter])
+    raise RuntimeError(f"{architecture.name}: no exporter worked: {'; '.join(failures)}")
+
+
+def _export(model, sample, opset: int, dynamic: bool, exporter: str) -> onnx.ModelProto:
+    """The exported ModelProto with every weight embedded."""
+    import torch
+
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        target = Path(folder) / "model.onnx"
+        names = {"input_names": ["input"], "output_names": ["output"]}
+        if exporter == "dynamo":
+            shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic else None
+            program = torch.onnx.export(model, (sample,), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
+                                        verbose=False, **names)
+            program.save(str(target), external_data=False)
+        else:
+            axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
+            torch.onnx.export(model, (sample,), str(target), dynamo=False, opset_version=opset, dynamic_axes=axes,
+                              **names)
+        onnx_model = onnx.load(str(target), load_external_data=True)
+    onnx.checker.check_model(onnx_model)
+    return onnx_model
+
+
+def _write_atomic(model: onnx.ModelProto, path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    onnx.save_model(model, str(temporary))
+    temporary.replace(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""

@@ -1083,6 +1083,20 @@ class _Exporter(ForeignOps):
             x = self._as(x, "nhwc")
             self._finish(node, self._average_as_depthwise(node, x, tuple(x.shape[2:]), (1, 1), out_q), out_q)
             return
+        if out_q and not keepdims and len(x.shape) == 4 and sorted(axes) == [2, 3] and x.shape[2] * x.shape[3] > 1:
+            # the same one-rounding depthwise mean (PyTorch's x.mean([2, 3])), then the [N, C] result
+            x = self._as(x, "nhwc")
+            kept = onnx.helper.make_node("GlobalAveragePool", node.input[:1], [f"{node.output[0]}_keepdims"],
+                                         name=node.name)
+            self.shapes[kept.output[0]] = (x.shape[0], x.shape[1], 1, 1)
+            pooled = self._average_as_depthwise(kept, x, tuple(x.shape[2:]), (1, 1), out_q)
+            out = self._like(pooled, node.output[0], self.shapes[node.output[0]], "plain")
+            options = self.s.ReshapeOptionsT()
+            options.newShape = [-1, x.shape[1]]
+            out.producer = self._op("RESHAPE", [pooled.tensor, self._const_i32(options.newShape)], [out.tensor],
+                                    options)
+            self._finish(node, out, out_q)
+            return
         options = self.s.ReducerOptionsT()
         options.keepDims = keepdims
         kwargs = {"scale": out_q[0], "zero_point": out_q[1]} if out_q else {}

@@ -247,8 +247,8 @@ def test_mean_int8_and_float(node, rank) -> None:
     model = _probed([node], rank)
     int8 = _int8(model)
     data = export_tflite(int8)
-    # a rescaling int8 mean over both spatial axes is a depthwise convolution (one rounding, test_foreign_onnx)
-    spatial = node.op_type == "GlobalAveragePool" or (rank == 4 and _attr_ints(node, "axes") == [2, 3])
+    # a rescaling int8 mean over both spatial axes (kept or not) is a depthwise convolution (one rounding)
+    spatial = node.op_type == "GlobalAveragePool" or _attr_ints(node, "axes") == [2, 3]
     assert ("DEPTHWISE_CONV_2D" if spatial else "MEAN") in tflite_ops(data)
     assert tflite_ops(data).count("DEQUANTIZE") == 1
     litert, tflm = _steps(int8, data)

@@ -323,16 +323,17 @@ def _trained_state(name: str, seed: int) -> dict:
     torch.manual_seed(seed)  # dropout masks
     optimizer = torch.optim.Adam(model.parameters(), lr=TRAINING_RATE)
     model.train()
-    for step in range(TRAINING_STEPS):
-        x, labels = synthetic_task(architecture, TRAINING_BATCH, seed + 1000 + step)
-        output = model(torch.from_numpy(x))
-        if architecture.task == "autoencoder":
-            loss = torch.nn.functional.mse_loss(output, torch.from_numpy(x))
-        else:
-            loss = torch.nn.functional.cross_entropy(output, torch.from_numpy(labels))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with torch.enable_grad():  # callers (an inference harness, a test session) may have turned gradients off
+        for step in range(TRAINING_STEPS):
+            x, labels = synthetic_task(architecture, TRAINING_BATCH, seed + 1000 + step)
+            output = model(torch.from_numpy(x))
+            if architecture.task == "autoencoder":
+                loss = torch.nn.functional.mse_loss(output, torch.from_numpy(x))
+            else:
+                loss = torch.nn.functional.cross_entropy(output, torch.from_numpy(labels))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():  # running statistics of the trained weights on the task's data, not the moving average
         for norm in norms:

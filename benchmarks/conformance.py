@@ -1,8 +1,8 @@
 """Conformance corpus: do third-party architectures quantize, export fully int8 and compute the same in every engine?
 
 Each row is one network of ``benchmarks.corpus`` (MLPerf Tiny's four, seven torchvision classifiers, a GRU and an
-LSTM classifier; briefly trained or seeded random weights, no downloads) exported with a static batch of 1 or a dynamic batch, at
-opset 13 or 18. Each row goes through the flow of
+LSTM classifier; briefly trained or seeded random weights, no downloads) exported with a static batch of 1 or a
+dynamic batch, at opset 13 or 18. Each row goes through the flow of
 
     edge convert MODEL.onnx -o MODEL_int8.onnx --quantize int8 --full-int8 --calib CALIB.npz --export tflite --tflite-io int8
 
@@ -284,7 +284,8 @@ def format_table(rows: list[Row]) -> str:
     passed = sum(row.passed for row in rows)
     exact = sum(bool(row.bit_exact) for row in rows)
     weights = ", ".join(sorted({row.weights for row in rows})) or "-"
-    lines += ["", f"**Weights {weights}: {passed}/{len(rows)} rows ({100 * passed / max(len(rows), 1):.0f} %) export fully int8 with "
+    share = 100 * passed / max(len(rows), 1)
+    lines += ["", f"**Weights {weights}: {passed}/{len(rows)} rows ({share:.0f} %) export fully int8 with "
                   f">= {100 * MIN_AGREEMENT:g} % top-1 agreement in LiteRT's reference kernels and TFLite Micro "
                   f"(autoencoder: no output more than 1 step off); {exact}/{len(rows)} run bit-exact in TFLite Micro "
                   f"and LiteRT's reference kernels.**"]

@@ -14,7 +14,7 @@ so a 1-step int8 difference flips top-1; deployed models have decisive ones, and
 Calibration and held-out inputs of trained weights come from the same synthetic distribution.
 
 >>> from benchmarks.corpus import ARCHITECTURES, export_onnx
->>> note = export_onnx(ARCHITECTURES["ds-cnn"], "ds_cnn.onnx", opset=13, dynamic=False, weights="trained")  # doctest: +SKIP
+>>> note = export_onnx(ARCHITECTURES["ds-cnn"], "ds.onnx", opset=13, dynamic=False, weights="trained")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def task_inputs(architecture: Architecture, count: int, seed: int, weights: str)
 
 
 def float_task_score(architecture: Architecture, weights: str, count: int, seed: int) -> float:
-    """The float model on held-out synthetic data: top-1 accuracy, or the autoencoder's relative reconstruction error."""
+    """The float model on held-out synthetic data: top-1 accuracy (autoencoder: relative reconstruction error)."""
     import torch
 
     x, labels = synthetic_task(architecture, count, seed)

@@ -42,15 +42,18 @@ def test_ds_cnn_dynamic_batch_opset_13_exports_fully_int8_and_runs_bit_exact(tmp
 
 
 def test_ds_cnn_static_batch_opset_13_exports_fully_int8_and_runs_bit_exact(tmp_path: Path) -> None:
-    _assert_conforms(run_row(ARCHITECTURES["ds-cnn"], False, 13, tmp_path, heldout=HELDOUT, vela=False, weights=WEIGHTS))
+    _assert_conforms(run_row(ARCHITECTURES["ds-cnn"], False, 13, tmp_path, heldout=HELDOUT, vela=False,
+                             weights=WEIGHTS))
 
 
 def test_resnet8_dynamic_batch_opset_18_exports_fully_int8_and_runs_bit_exact(tmp_path: Path) -> None:
-    _assert_conforms(run_row(ARCHITECTURES["resnet-8"], True, 18, tmp_path, heldout=HELDOUT, vela=False, weights=WEIGHTS))
+    _assert_conforms(run_row(ARCHITECTURES["resnet-8"], True, 18, tmp_path, heldout=HELDOUT, vela=False,
+                             weights=WEIGHTS))
 
 
 def test_fc_autoencoder_static_batch_opset_13_stays_within_one_step(tmp_path: Path) -> None:
-    _assert_conforms(run_row(ARCHITECTURES["fc-autoencoder"], False, 13, tmp_path, heldout=HELDOUT, vela=False, weights=WEIGHTS))
+    _assert_conforms(run_row(ARCHITECTURES["fc-autoencoder"], False, 13, tmp_path, heldout=HELDOUT, vela=False,
+                             weights=WEIGHTS))
 
 
 def test_gru_classifier_is_unrolled_and_conforms_or_is_refused_in_one_sentence_naming_the_gru(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ Calibration and held-out inputs of trained weights come from the same synthetic 
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import logging
@@ -341,7 +342,7 @@ def _trained_state(name: str, seed: int) -> dict:
             norm.momentum = None
         for step in range(4 if norms else 0):
             model(torch.from_numpy(synthetic_task(architecture, TRAINING_BATCH, seed + 2000 + step)[0]))
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return copy.deepcopy(model.state_dict())  # a deep copy keeps the metadata (mnasnet's loader reads its version)
 
 
 def export_onnx(architecture: Architecture, path: str | Path, *, opset: int, dynamic: bool, seed: int = SEED,

@@ -1,8 +1,8 @@
 """Conformance corpus: do third-party architectures quantize, export fully int8 and compute the same in every engine?
 
 Each row is one network of ``benchmarks.corpus`` (MLPerf Tiny's four, seven torchvision classifiers, a GRU and an
-LSTM classifier; seeded random weights, no downloads) exported with a static batch of 1 or a dynamic batch, at
-opset 13 or 18. Each row goes through the flow of
+LSTM classifier; briefly trained or seeded random weights, no downloads) exported with a static batch of 1 or a
+dynamic batch, at opset 13 or 18. Each row goes through the flow of
 
     edge convert MODEL.onnx -o MODEL_int8.onnx --quantize int8 --full-int8 --calib CALIB.npz --export tflite --tflite-io int8
 
@@ -17,12 +17,17 @@ on held-out inputs the calibration never saw:
 * whether TFLite Micro's int8 outputs are bit-exact with LiteRT's reference kernels;
 * the Vela ethos-u55-128 split: operators on the NPU / on the CPU.
 
-Calibration (64) and held-out (100) inputs are drawn from a standard normal distribution (seeds 10 and 20). A row passes
+With ``--weights trained`` (the default) each network first gets a few dozen seeded Adam steps on a synthetic labelled
+task (``benchmarks.corpus.synthetic_task``: a smooth template per class plus noise), and calibration (64) and held-out
+(100) inputs are drawn from that task (seeds 10 and 20); the float model's held-out accuracy on it is a column (the
+autoencoder: its relative reconstruction error). With ``--weights random`` they are drawn from a standard normal
+distribution. A row passes
 when the file is fully int8 and top-1 agreement is >= 99 % in both engines. A row that fails says where (ONNX export,
 reading, quantization, TFLite export, the engines) and the one sentence the toolkit gave; an unexpected exception
 (a traceback a user would see) is reported as such.
 
     .venv/bin/python benchmarks/conformance.py                        # the whole corpus (52 rows, ~13 min)
+    .venv/bin/python benchmarks/conformance.py --weights random       # the same with seeded random weights
     .venv/bin/python benchmarks/conformance.py --fast                 # the five rows of tests/test_conformance.py
     .venv/bin/python benchmarks/conformance.py --only resnet-8 --out table.md --json rows.json --models-dir /tmp/m
 """
@@ -44,7 +49,9 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: the repository root on the path, as for the other benchmarks
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.corpus import ARCHITECTURES, Architecture, export_onnx, random_inputs  # noqa: E402
+from benchmarks.corpus import (  # noqa: E402
+    ARCHITECTURES, WEIGHTS, Architecture, export_onnx, float_task_score, task_inputs,
+)
 from edge.errors import EdgeError, EngineError  # noqa: E402
 
 #: (architecture, dynamic batch, opset) of the ``--fast`` subset, which tests/test_conformance.py also runs.
@@ -66,6 +73,8 @@ class Row:
     opset: int
     size_note: str = ""
     task: str = "classifier"
+    weights: str = "trained"
+    task_score: float | None = None  # float model on held-out synthetic data: top-1 accuracy (autoencoder: rel. error)
     exporter: str = ""
     stage: str = ""  # empty: it went all the way
     reason: str = ""
@@ -95,9 +104,9 @@ class Row:
 
 
 def run_row(architecture: Architecture, dynamic: bool, opset: int, folder: Path,
-            heldout: int = HELDOUT_TRIALS, vela: bool = True) -> Row:
+            heldout: int = HELDOUT_TRIALS, vela: bool = True, weights: str = "trained") -> Row:
     """Export, convert and measure one row; every file is written to ``folder``."""
-    row = Row(architecture.name, dynamic, opset, architecture.size_note, architecture.task)
+    row = Row(architecture.name, dynamic, opset, architecture.size_note, architecture.task, weights)
     start = time.perf_counter()
     try:
         _run_row(row, architecture, folder, heldout, vela)
@@ -118,9 +127,10 @@ def _run_row(row: Row, architecture: Architecture, folder: Path, heldout: int, v
 
     source = folder / f"{row.name}.onnx"
     row.stage = "ONNX export"
-    row.exporter = export_onnx(architecture, source, opset=row.opset, dynamic=row.dynamic)
+    row.exporter = export_onnx(architecture, source, opset=row.opset, dynamic=row.dynamic, weights=row.weights)
+    row.task_score = float_task_score(architecture, row.weights, heldout, HELDOUT_SEED)
     calibration = folder / f"{row.name}_calib.npz"
-    np.savez(calibration, x=random_inputs(architecture, CALIBRATION_TRIALS, CALIBRATION_SEED))
+    np.savez(calibration, x=task_inputs(architecture, CALIBRATION_TRIALS, CALIBRATION_SEED, row.weights))
     steps: list[str] = []
 
     def on_pass(name: str, result) -> None:
@@ -150,7 +160,7 @@ def _run_row(row: Row, architecture: Architecture, folder: Path, heldout: int, v
     row.float_ops = float_operators(data)
     row.fully_int8 = not row.float_ops
     row.stage = "engines"
-    measure_engines(row, child, data, random_inputs(architecture, heldout, HELDOUT_SEED))
+    measure_engines(row, child, data, task_inputs(architecture, heldout, HELDOUT_SEED, row.weights))
     if vela:
         row.stage = "Vela"
         from runtimes.vela import compile_for_npu
@@ -244,11 +254,21 @@ def _engine_cell(row: Row, engine: str) -> str:
     return f"{_percent(measured['agreement'])} % / {measured['max_steps']:.0f} steps"
 
 
+def _task_cell(row: Row) -> str:
+    """The float model on the held-out synthetic task: accuracy (vs chance) or the autoencoder's relative error."""
+    if row.task_score is None:
+        return "-"
+    if row.task == "autoencoder":
+        return f"rel. err {row.task_score:.2f}"
+    return f"{_percent(row.task_score)} %"
+
+
 def format_table(rows: list[Row]) -> str:
     """The markdown table, a summary line and the failures (stage, op and reason)."""
-    lines = ["| model | input | batch | opset (exporter) | quantized (int8 vs float top-1) | fully int8 | "
-             "LiteRT ref: top-1 / max steps | TFLM: top-1 / max steps | TFLM = LiteRT ref | Vela NPU/CPU ops | pass |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | input | batch | opset (exporter) | float on held-out task | quantized (int8 vs float top-1) | "
+             "fully int8 | LiteRT ref: top-1 / max steps | TFLM: top-1 / max steps | TFLM = LiteRT ref | "
+             "Vela NPU/CPU ops | pass |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         quantized = ("no" if row.stage == "quantize" else "yes, check failed" if row.stage == "quantize check"
                      else "-" if row.float_agreement is None else "yes" if row.task == "autoencoder"
@@ -258,11 +278,14 @@ def format_table(rows: list[Row]) -> str:
         vela = "-" if row.npu_operators is None else f"{row.npu_operators}/{row.cpu_operators}"
         verdict = "yes" if row.passed else f"no ({row.stage})" if row.stage else "no"
         lines.append(f"| {row.architecture} | {row.size_note} | {'dynamic' if row.dynamic else '1'} | "
-                     f"{row.opset} ({row.exporter.split('; ')[-1] if row.exporter else '-'}) | {quantized} | {fully} | "
+                     f"{row.opset} ({row.exporter.split('; ')[-1] if row.exporter else '-'}) | {_task_cell(row)} | "
+                     f"{quantized} | {fully} | "
                      f"{_engine_cell(row, 'LiteRT ref')} | {_engine_cell(row, 'TFLM')} | {exact} | {vela} | {verdict} |")
     passed = sum(row.passed for row in rows)
     exact = sum(bool(row.bit_exact) for row in rows)
-    lines += ["", f"**{passed}/{len(rows)} rows ({100 * passed / max(len(rows), 1):.0f} %) export fully int8 with "
+    weights = ", ".join(sorted({row.weights for row in rows})) or "-"
+    share = 100 * passed / max(len(rows), 1)
+    lines += ["", f"**Weights {weights}: {passed}/{len(rows)} rows ({share:.0f} %) export fully int8 with "
                   f">= {100 * MIN_AGREEMENT:g} % top-1 agreement in LiteRT's reference kernels and TFLite Micro "
                   f"(autoencoder: no output more than 1 step off); {exact}/{len(rows)} run bit-exact in TFLite Micro "
                   f"and LiteRT's reference kernels.**"]
@@ -302,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models-dir", type=Path, help="keep the exported ONNX/TFLite files here (default: a temp folder)")
     parser.add_argument("--heldout", type=int, default=HELDOUT_TRIALS, help="held-out inputs per row")
     parser.add_argument("--no-vela", action="store_true", help="skip the Vela compile")
+    parser.add_argument("--weights", choices=WEIGHTS, default="trained",
+                        help="briefly trained on a synthetic task (default) or seeded random")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     import onnxruntime
@@ -312,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.models_dir or Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
         for architecture, dynamic, opset in corpus_rows(args.fast, args.only):
-            row = run_row(architecture, dynamic, opset, folder, args.heldout, vela=not args.no_vela)
+            row = run_row(architecture, dynamic, opset, folder, args.heldout, vela=not args.no_vela,
+                          weights=args.weights)
             rows.append(row)
             print(f"{row.name}: {'pass' if row.passed else _failure(row)} ({row.seconds:.0f} s)", file=sys.stderr,
                   flush=True)

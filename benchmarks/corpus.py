@@ -1,4 +1,4 @@
-"""The conformance corpus: architectures users bring, built in PyTorch with seeded random weights, exported to ONNX.
+"""The conformance corpus: architectures users bring, built in PyTorch with seeded weights, exported to ONNX.
 
 No downloads: every network is defined here (the MLPerf Tiny four, a GRU and an LSTM classifier) or taken from
 torchvision's model definitions with ``weights=None``. BatchNorm layers get random affine parameters and running
@@ -7,12 +7,20 @@ convolutions is exercised with non-trivial values. Each network is exported with
 batch axis, at opset 13 (TorchScript exporter) or 18 (torch.export-based exporter, falling back to TorchScript
 when it fails; the fallback is recorded in the export note).
 
+Weights are ``"random"`` (seeded initialisation) or ``"trained"`` (the default of the table): a few dozen seeded Adam
+steps on a synthetic labelled task of the network's input shape and class count (one smooth random template per
+class plus unit Gaussian noise; the autoencoder reconstructs such inputs). Random deep nets give nearly tied logits,
+so a 1-step int8 difference flips top-1; deployed models have decisive ones, and so do these after the brief training.
+Calibration and held-out inputs of trained weights come from the same synthetic distribution.
+
 >>> from benchmarks.corpus import ARCHITECTURES, export_onnx
->>> note = export_onnx(ARCHITECTURES["ds-cnn"], "ds_cnn.onnx", opset=13, dynamic=False)  # doctest: +SKIP
+>>> note = export_onnx(ARCHITECTURES["ds-cnn"], "ds.onnx", opset=13, dynamic=False, weights="trained")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import logging
 import sys
@@ -34,6 +42,11 @@ SEED = 0
 TORCHVISION_SIZE = 64
 #: Classes of the torchvision networks' classifier (1000 in ImageNet; 10 keeps the last layer small).
 TORCHVISION_CLASSES = 10
+WEIGHTS = ("trained", "random")
+#: Brief training: Adam steps, batch, learning rate; the noise around each class template (templates have unit std).
+TRAINING_STEPS, TRAINING_BATCH, TRAINING_RATE, TASK_NOISE = 32, 24, 3e-3, 1.0
+#: Modes (templates) of the autoencoder's synthetic data; it has no classes.
+AUTOENCODER_MODES = 8
 
 
 @dataclass(frozen=True)
@@ -209,16 +222,140 @@ def random_inputs(architecture: Architecture, count: int, seed: int) -> np.ndarr
     return np.random.default_rng(seed).standard_normal((count, *architecture.input_shape)).astype(np.float32)
 
 
-def export_onnx(architecture: Architecture, path: str | Path, *, opset: int, dynamic: bool, seed: int = SEED) -> str:
+def synthetic_task(architecture: Architecture, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` labelled inputs of the synthetic task: a class template plus Gaussian noise (float32, int64 labels).
+
+    The templates depend only on the architecture (seeded by ``SEED``), the labels and the noise on ``seed``, so
+    training, calibration and held-out data are draws from one distribution.
+    """
+    templates = _templates(architecture)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(templates), count)
+    noise = rng.standard_normal((count, *architecture.input_shape))
+    return (templates[labels] + TASK_NOISE * noise).astype(np.float32), labels.astype(np.int64)
+
+
+def task_inputs(architecture: Architecture, count: int, seed: int, weights: str) -> np.ndarray:
+    """Inputs for calibration or held-out measurement: N(0, 1) for random weights, the synthetic task for trained."""
+    _check_weights(weights)
+    if weights == "random":
+        return random_inputs(architecture, count, seed)
+    return synthetic_task(architecture, count, seed)[0]
+
+
+def float_task_score(architecture: Architecture, weights: str, count: int, seed: int) -> float:
+    """The float model on held-out synthetic data: top-1 accuracy (autoencoder: relative reconstruction error)."""
+    import torch
+
+    x, labels = synthetic_task(architecture, count, seed)
+    with torch.no_grad():
+        output = corpus_model(architecture, weights)(torch.from_numpy(x)).numpy().astype(np.float64)
+    if architecture.task == "autoencoder":
+        return float(np.linalg.norm(output - x) / np.linalg.norm(x))
+    return float(np.mean(output.argmax(1) == labels))
+
+
+def class_count(architecture: Architecture) -> int:
+    """Classes of the synthetic task: the classifier's output width, or the autoencoder's modes."""
+    if architecture.task == "autoencoder":
+        return AUTOENCODER_MODES
+    return _class_counts(architecture.name)
+
+
+@functools.cache
+def _class_counts(name: str) -> int:
+    import torch
+
+    architecture = ARCHITECTURES[name]
+    with torch.no_grad():
+        return int(build_model(architecture)(torch.zeros((1, *architecture.input_shape))).shape[-1])
+
+
+@functools.cache
+def _template_cache(name: str) -> np.ndarray:
+    import torch
+    import torch.nn.functional as functional
+
+    architecture = ARCHITECTURES[name]
+    classes, shape = class_count(architecture), architecture.input_shape
+    rng = np.random.default_rng(SEED + 7)
+    # smooth templates: coarse random grids interpolated to the input size (an image texture, a spectro-temporal
+    # pattern, a smooth feature profile), so a small receptive field or a pooled feature sees the class
+    if len(shape) == 3:  # channels, height, width
+        coarse = torch.from_numpy(rng.standard_normal((classes, shape[0], 4, 4)))
+        smooth = functional.interpolate(coarse, size=shape[1:], mode="bilinear", align_corners=True)
+    elif len(shape) == 2:  # frames, features
+        coarse = torch.from_numpy(rng.standard_normal((classes, shape[1], 6)))
+        smooth = functional.interpolate(coarse, size=shape[0], mode="linear", align_corners=True).transpose(1, 2)
+    else:  # features
+        coarse = torch.from_numpy(rng.standard_normal((classes, 1, 16)))
+        smooth = functional.interpolate(coarse, size=shape[0], mode="linear", align_corners=True)[:, 0]
+    smooth = smooth.numpy()
+    flat = smooth.reshape(classes, -1)
+    return ((flat - flat.mean(1, keepdims=True)) / flat.std(1, keepdims=True)).reshape(smooth.shape)
+
+
+def _templates(architecture: Architecture) -> np.ndarray:
+    return _template_cache(architecture.name)
+
+
+def corpus_model(architecture: Architecture, weights: str, seed: int = SEED):
+    """The network in eval mode with random (``build_model``) or briefly trained weights (trained once, then reused)."""
+    _check_weights(weights)
+    if weights == "random":
+        return build_model(architecture, seed)
+    model = architecture.build()
+    model.load_state_dict(_trained_state(architecture.name, seed))
+    return model.eval()
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got '{weights}'")
+
+
+@functools.cache
+def _trained_state(name: str, seed: int) -> dict:
+    """The state dict after the brief training, cached so the four exports of one architecture share it."""
+    import torch
+
+    architecture = ARCHITECTURES[name]
+    model = build_model(architecture, seed)
+    torch.manual_seed(seed)  # dropout masks
+    optimizer = torch.optim.Adam(model.parameters(), lr=TRAINING_RATE)
+    model.train()
+    with torch.enable_grad():  # callers (an inference harness, a test session) may have turned gradients off
+        for step in range(TRAINING_STEPS):
+            x, labels = synthetic_task(architecture, TRAINING_BATCH, seed + 1000 + step)
+            output = model(torch.from_numpy(x))
+            if architecture.task == "autoencoder":
+                loss = torch.nn.functional.mse_loss(output, torch.from_numpy(x))
+            else:
+                loss = torch.nn.functional.cross_entropy(output, torch.from_numpy(labels))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():  # running statistics of the trained weights on the task's data, not the moving average
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None
+        for step in range(4 if norms else 0):
+            model(torch.from_numpy(synthetic_task(architecture, TRAINING_BATCH, seed + 2000 + step)[0]))
+    return copy.deepcopy(model.state_dict())  # a deep copy keeps the metadata (mnasnet's loader reads its version)
+
+
+def export_onnx(architecture: Architecture, path: str | Path, *, opset: int, dynamic: bool, seed: int = SEED,
+                weights: str = "random") -> str:
     """Write the network as one self-contained ONNX file; returns a note on how it was exported.
 
     Opset 13 uses the TorchScript exporter (``dynamo=False``); opset 18 tries the torch.export-based one first
     and falls back to TorchScript when it fails (the note says so). The input is named ``input``, the output
-    ``output``; ``dynamic`` makes their first axis a symbolic ``batch``.
+    ``output``; ``dynamic`` makes their first axis a symbolic ``batch``; ``weights`` is "random" or "trained".
     """
     import torch
 
-    model = build_model(architecture, seed)
+    model = corpus_model(architecture, weights, seed)
     path = Path(path)
     exporters = ["dynamo", "torchscript"] if opset >= 18 else ["torchscript"]
     failures = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -17,6 +18,8 @@ from benchmarks.conformance import Row, float_operators, format_table, run_row  
 from benchmarks.corpus import ARCHITECTURES, build_model, export_onnx  # noqa: E402
 
 HELDOUT = 32
+#: The end-to-end rows here use seeded random weights (no training time); the trained path is tested on its own below.
+WEIGHTS = "random"
 
 
 def _assert_conforms(row: Row) -> None:
@@ -33,22 +36,25 @@ def _assert_conforms(row: Row) -> None:
 
 
 def test_ds_cnn_dynamic_batch_opset_13_exports_fully_int8_and_runs_bit_exact(tmp_path: Path) -> None:
-    row = run_row(ARCHITECTURES["ds-cnn"], True, 13, tmp_path, heldout=HELDOUT)
+    row = run_row(ARCHITECTURES["ds-cnn"], True, 13, tmp_path, heldout=HELDOUT, weights=WEIGHTS)
     _assert_conforms(row)
     assert row.cpu_operators == 0 and row.npu_operators > 0, row.cpu_operations
     assert (tmp_path / "ds-cnn_dyn_op13_int8.tflite").is_file()
 
 
 def test_ds_cnn_static_batch_opset_13_exports_fully_int8_and_runs_bit_exact(tmp_path: Path) -> None:
-    _assert_conforms(run_row(ARCHITECTURES["ds-cnn"], False, 13, tmp_path, heldout=HELDOUT, vela=False))
+    _assert_conforms(run_row(ARCHITECTURES["ds-cnn"], False, 13, tmp_path, heldout=HELDOUT, vela=False,
+                             weights=WEIGHTS))
 
 
 def test_resnet8_dynamic_batch_opset_18_exports_fully_int8_and_runs_bit_exact(tmp_path: Path) -> None:
-    _assert_conforms(run_row(ARCHITECTURES["resnet-8"], True, 18, tmp_path, heldout=HELDOUT, vela=False))
+    _assert_conforms(run_row(ARCHITECTURES["resnet-8"], True, 18, tmp_path, heldout=HELDOUT, vela=False,
+                             weights=WEIGHTS))
 
 
 def test_fc_autoencoder_static_batch_opset_13_stays_within_one_step(tmp_path: Path) -> None:
-    _assert_conforms(run_row(ARCHITECTURES["fc-autoencoder"], False, 13, tmp_path, heldout=HELDOUT, vela=False))
+    _assert_conforms(run_row(ARCHITECTURES["fc-autoencoder"], False, 13, tmp_path, heldout=HELDOUT, vela=False,
+                             weights=WEIGHTS))
 
 
 def test_corpus_models_are_seeded_and_their_batchnorm_statistics_are_not_the_defaults() -> None:
@@ -89,6 +95,30 @@ def test_table_counts_passing_rows_and_lists_failures() -> None:
     reason = "GRU node 'g' cannot be lowered to TFLite yet; the exporter supports Add, Conv."
     bad = [Row("gru-classifier", dynamic, 13, stage="TFLite export", reason=reason) for dynamic in (False, True)]
     table = format_table([good, *bad])
-    assert "**1/3 rows (33 %) export fully int8" in table
+    assert "**Weights trained: 1/3 rows (33 %) export fully int8" in table
     assert "- gru-classifier_b1_op13, gru-classifier_dyn_op13: TFLite export: GRU node 'g' cannot be lowered to " \
            "TFLite yet\n" in table + "\n"
+
+
+def test_brief_training_makes_the_float_model_beat_chance_on_held_out_synthetic_data() -> None:
+    from benchmarks.conformance import HELDOUT_SEED
+    from benchmarks.corpus import class_count, float_task_score
+
+    architecture = ARCHITECTURES["ds-cnn"]
+    chance = 1 / class_count(architecture)
+    trained = float_task_score(architecture, "trained", 100, HELDOUT_SEED)
+    untrained = float_task_score(architecture, "random", 100, HELDOUT_SEED)
+    assert trained >= 4 * chance and trained > untrained + 0.3, (trained, untrained, chance)
+
+
+def test_synthetic_task_is_seeded_and_calibration_differs_from_held_out_data() -> None:
+    from benchmarks.corpus import synthetic_task, task_inputs
+
+    architecture = ARCHITECTURES["resnet-8"]
+    x, labels = synthetic_task(architecture, 16, 20)
+    again, same_labels = synthetic_task(architecture, 16, 20)
+    assert np.array_equal(x, again) and np.array_equal(labels, same_labels) and x.dtype == np.float32
+    assert not np.array_equal(task_inputs(architecture, 16, 10, "trained"), x)
+    assert set(labels.tolist()) <= set(range(10))
+    with pytest.raises(ValueError, match="weights must be one of trained, random; got 'pretrained'"):
+        task_inputs(architecture, 1, 0, "pretrained")

@@ -590,8 +590,8 @@ def resilience(model: str, data_spec: str, ber_range: str, maps: int, compare: s
                targets: str, seed: int, workers: int, device: str, out_dir: str, as_json: bool) -> None:
     """Accuracy (and ITR) of MODEL against the bit error rate of its weight memory, with 95 % bands.
 
-    MODEL and COMPARE are ONNX files, zoo names or TFLite files (they may differ). The curve (and COMPARE's,
-    on the same fault maps) goes to results.json and resilience.png.
+    MODEL and COMPARE are ONNX files, zoo names or TFLite files. The curve (and COMPARE's, on the same fault
+    maps when both are of one format) goes to results.json and resilience.png.
     """
     from edge.faults import FaultModel
     from edge.resilience import format_resilience, parse_ber_range, run_resilience

@@ -45,6 +45,8 @@ TORCHVISION_CLASSES = 10
 WEIGHTS = ("trained", "random")
 #: Brief training: Adam steps, batch, learning rate; the noise around each class template (templates have unit std).
 TRAINING_STEPS, TRAINING_BATCH, TRAINING_RATE, TASK_NOISE = 32, 24, 3e-3, 1.0
+#: Learning rates that differ: squeezenet (no BatchNorm) ends with a dead ReLU, all outputs 0, at 3e-3.
+TRAINING_RATES = {"squeezenet1_1": 3e-4}
 #: Modes (templates) of the autoencoder's synthetic data; it has no classes.
 AUTOENCODER_MODES = 8
 
@@ -322,7 +324,7 @@ def _trained_state(name: str, seed: int) -> dict:
     architecture = ARCHITECTURES[name]
     model = build_model(architecture, seed)
     torch.manual_seed(seed)  # dropout masks
-    optimizer = torch.optim.Adam(model.parameters(), lr=TRAINING_RATE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=TRAINING_RATES.get(name, TRAINING_RATE))
     model.train()
     with torch.enable_grad():  # callers (an inference harness, a test session) may have turned gradients off
         for step in range(TRAINING_STEPS):
@@ -342,6 +344,11 @@ def _trained_state(name: str, seed: int) -> dict:
             norm.momentum = None
         for step in range(4 if norms else 0):
             model(torch.from_numpy(synthetic_task(architecture, TRAINING_BATCH, seed + 2000 + step)[0]))
+    model.eval()
+    with torch.no_grad():  # a dead network (the same output for every input) would make every row pass vacuously
+        probe = model(torch.from_numpy(synthetic_task(architecture, TRAINING_BATCH, seed + 3000)[0]))
+    if float(probe.max() - probe.min()) == 0:
+        raise RuntimeError(f"the briefly trained {name} gives the same output for every input (a dead network)")
     return copy.deepcopy(model.state_dict())  # a deep copy keeps the metadata (mnasnet's loader reads its version)
 
 

@@ -29,7 +29,7 @@ reading, quantization, TFLite export, the engines) and the one sentence the tool
     .venv/bin/python benchmarks/conformance.py                        # the whole corpus (52 rows, ~13 min)
     .venv/bin/python benchmarks/conformance.py --weights random       # the same with seeded random weights
     .venv/bin/python benchmarks/conformance.py --fast                 # the five rows of tests/test_conformance.py
-    .venv/bin/python benchmarks/conformance.py --only resnet-8 --out table.md --json rows.json --models-dir /tmp/m
+    .venv/bin/python benchmarks/conformance.py --only resnet-8 --out table.md --json rows.json --models-dir corpus
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ exports the int8-I/O TFLite file and prints, against the ONNX QDQ model in onnxr
 inputs: top-1 agreement, largest and mean output difference in steps of LiteRT's reference kernels and of
 TFLite Micro, and whether TFLite Micro is bit-exact with LiteRT.
 
-    .venv/bin/python benchmarks/mul_exactness.py /work/corpus_models/efficientnet_b0_dyn_op13.onnx --trials 64
+    .venv/bin/python benchmarks/conformance.py --only efficientnet_b0 --models-dir corpus --no-vela
+    .venv/bin/python benchmarks/mul_exactness.py corpus/efficientnet_b0_dyn_op13.onnx --trials 64
 """
 
 from __future__ import annotations
